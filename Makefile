@@ -1,0 +1,30 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Each creates .venv when it is
+# missing and installs the project into it first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.dcac-installed
+DEMO_DATA ?= data/synthetic-small
+
+.PHONY: install test demo lint clean-demo
+
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
+
+lint: install
+	$(BIN)/ruff check dcac_plugin tools tests benchmarks
+
+demo: install
+	$(BIN)/python tools/make_synthetic.py --root $(DEMO_DATA) --scale small --seed 0
+	$(BIN)/python tools/benchmark.py --suite configs/suites/demo.yaml
+
+clean-demo:
+	rm -rf output/demo

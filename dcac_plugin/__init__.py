@@ -1,0 +1,50 @@
+"""dcac_plugin: DCAC (Li & Gong 2025) for torchreid.
+
+Importing the package is light; :func:`register` adds the plugin's datasets and models to
+torchreid's registries (idempotent), and :func:`build_model` builds either a plugin model or
+any torchreid model by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+__version__ = "0.1.0"
+
+logger = logging.getLogger(__name__)
+logger.addHandler(logging.NullHandler())
+
+_REGISTERED = False
+
+
+def register() -> None:
+    """Register the plugin's datasets (CUHK03-NP, MSMT17 train+val) and models with torchreid.
+
+    Safe to call any number of times.
+    """
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from dcac_plugin.data.datasets import register_datasets
+    from dcac_plugin.models import register_models
+
+    register_datasets()
+    register_models()
+    _REGISTERED = True
+
+
+def build_model(name: str, num_classes: int, **kwargs: Any):
+    """Build a plugin model (``dcac_*``, ``clip_reid_*``) or delegate to torchreid.
+
+    Args:
+        name: model name; plugin names are listed in ``dcac_plugin.models.PLUGIN_MODELS``,
+            every other name goes to ``torchreid.models.build_model``.
+        num_classes: number of training identities N.
+        **kwargs: for plugin models, their builder's keyword arguments; for torchreid models,
+            ``loss``, ``pretrained`` (a local weight path or False), ``use_gpu``.
+    """
+    register()
+    from dcac_plugin.models import build_model as _build
+
+    return _build(name, num_classes, **kwargs)

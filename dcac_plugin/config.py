@@ -1,0 +1,254 @@
+"""yacs configuration: torchreid's key tree (lowercase nodes) plus one ``dcac`` node.
+
+Every key carries a comment. Experiment yaml files only override. Defaults are the paper's
+values (``shared/design/dcac-method.md``) for the ``dcac`` node and torchreid's own defaults
+for the torchreid nodes, so upstream torchreid yaml files merge unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, Sequence
+
+from yacs.config import CfgNode as CN
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or gives a value of the wrong type."""
+
+
+def get_default_config() -> CN:
+    """Return the full default config (a fresh, mutable ``CfgNode``)."""
+    cfg = CN()
+    cfg.use_gpu = True  # use CUDA when available (the single device decision; False forces CPU)
+
+    # ---------------------------------------------------------------- model
+    cfg.model = CN()
+    cfg.model.name = "dcac_vit_b16"  # dcac_vit_b16 | dcac_tiny | clip_reid_vit_b16 | clip_reid_tiny | any torchreid model
+    cfg.model.pretrained = False  # torchreid models: True needs model.pretrained_path (never downloads)
+    cfg.model.pretrained_path = ""  # local ImageNet weight file for torchreid models ('' = random init, logged)
+    cfg.model.load_weights = ""  # weights to load before training/eval (our checkpoint or an official DCAC one)
+    cfg.model.resume = ""  # checkpoint to resume from; 'auto' = the latest in data.save_dir
+
+    # ----------------------------------------------------------------- data
+    cfg.data = CN()
+    cfg.data.type = "image"  # torchreid data type (only image is supported by the plugin)
+    cfg.data.root = "reid-data"  # root folder holding the dataset folders (real or generated)
+    cfg.data.sources = ["market1501"]  # training datasets (several = one merged label space)
+    cfg.data.targets = ["msmt17"]  # evaluation datasets
+    cfg.data.workers = 4  # dataloader workers
+    cfg.data.split_id = 0  # split index (datasets with several splits)
+    cfg.data.height = 256  # re-ID input height
+    cfg.data.width = 128  # re-ID input width
+    cfg.data.combineall = False  # torchreid: merge query+gallery into training (not the paper's protocol)
+    cfg.data.transforms = ["random_flip"]  # torchreid transform names (torchreid models only)
+    cfg.data.k_tfm = 1  # torchreid: number of augmented views per image
+    cfg.data.norm_mean = [0.485, 0.456, 0.406]  # torchreid models' normalisation mean (ImageNet)
+    cfg.data.norm_std = [0.229, 0.224, 0.225]  # torchreid models' normalisation std (ImageNet)
+    cfg.data.save_dir = "output/run"  # output folder of the run
+    cfg.data.load_train_targets = False  # torchreid: also load target train sets (domain adaptation)
+    cfg.data.msmt17_include_val = True  # MSMT17: train on train+val (paper, 32,621 imgs) vs train only
+    cfg.data.test_interpolation = "bicubic"  # test resize: bicubic (paper) | bilinear (released single-source)
+
+    cfg.market1501 = CN()
+    cfg.market1501.use_500k_distractors = False  # torchreid: add the 500k distractors to the gallery
+
+    cfg.cuhk03 = CN()
+    cfg.cuhk03.labeled_images = False  # CUHK03 / CUHK03-NP: labeled boxes (False = detected, the paper's)
+    cfg.cuhk03.classic_split = False  # CUHK03 (.mat release): classic 20-split protocol
+    cfg.cuhk03.use_metric_cuhk03 = False  # single-gallery-shot CUHK03 metric (paper: Market protocol)
+
+    # -------------------------------------------------------------- sampler
+    cfg.sampler = CN()
+    cfg.sampler.train_sampler = "RandomIdentitySampler"  # P x K identity sampler (paper: 16 x 4)
+    cfg.sampler.train_sampler_t = "RandomSampler"  # sampler of target train data (domain adaptation)
+    cfg.sampler.num_instances = 4  # K images per identity in a batch
+    cfg.sampler.num_cams = 1  # RandomDomainSampler: cameras per batch
+    cfg.sampler.num_datasets = 1  # RandomDatasetSampler: datasets per batch
+
+    cfg.video = CN()
+    cfg.video.seq_len = 15  # torchreid video option (unused by the plugin; kept so torchreid yaml merge)
+    cfg.video.sample_method = "evenly"  # torchreid video option (unused)
+    cfg.video.pooling_method = "avg"  # torchreid video option (unused)
+
+    # ---------------------------------------------------------------- train
+    cfg.train = CN()
+    cfg.train.optim = "adam"  # adam | amsgrad | sgd | rmsprop | radam (Adam with coupled L2 for DCAC)
+    cfg.train.lr = 5e-6  # base learning rate
+    cfg.train.weight_decay = 1e-4  # coupled L2 weight decay on every trainable tensor
+    cfg.train.max_epoch = 60  # epochs
+    cfg.train.start_epoch = 0  # first epoch (set by resume)
+    cfg.train.batch_size = 64  # images per batch (P*K)
+    cfg.train.fixbase_epoch = 0  # torchreid: epochs training only open_layers
+    cfg.train.open_layers = ["classifier"]  # torchreid: layers open during fixbase epochs
+    cfg.train.staged_lr = False  # torchreid: smaller lr for base layers
+    cfg.train.new_layers = ["classifier"]  # torchreid: layers with the full lr when staged_lr
+    cfg.train.base_lr_mult = 0.1  # torchreid: lr multiplier of base layers when staged_lr
+    cfg.train.lr_scheduler = "warmup_multi_step"  # warmup_multi_step (paper) | single_step | multi_step | cosine
+    cfg.train.stepsize = [30, 50]  # milestones (epochs) of the multi-step schedules
+    cfg.train.gamma = 0.1  # lr decay factor at each milestone
+    cfg.train.warmup_epochs = 10  # linear warm-up length in epochs (warmup_multi_step)
+    cfg.train.warmup_factor = 0.1  # warm-up starting factor (warmup_multi_step)
+    cfg.train.print_freq = 20  # log every N batches
+    cfg.train.seed = 1234  # random seed (torch, numpy, random)
+    cfg.train.amp = "off"  # mixed precision: off | fp16 (CUDA, GradScaler) | bf16
+    cfg.train.checkpoint_period = 1  # save a checkpoint every N epochs (always at the end)
+    cfg.train.keep_checkpoints = 2  # keep the last N periodic checkpoints
+    cfg.train.deterministic = True  # cudnn deterministic, benchmark off (paper)
+
+    cfg.sgd = CN()
+    cfg.sgd.momentum = 0.9  # SGD momentum
+    cfg.sgd.dampening = 0.0  # SGD dampening
+    cfg.sgd.nesterov = False  # SGD Nesterov momentum
+
+    cfg.rmsprop = CN()
+    cfg.rmsprop.alpha = 0.99  # RMSprop smoothing constant
+
+    cfg.adam = CN()
+    cfg.adam.beta1 = 0.9  # Adam beta1
+    cfg.adam.beta2 = 0.999  # Adam beta2 (paper 0.999; torchreid's own default is 0.99)
+
+    # ----------------------------------------------------------------- loss
+    cfg.loss = CN()
+    cfg.loss.name = "softmax"  # torchreid models: softmax | triplet (softmax+triplet)
+    cfg.loss.softmax = CN()
+    cfg.loss.softmax.label_smooth = True  # label smoothing 0.1 on the ID loss
+    cfg.loss.triplet = CN()
+    cfg.loss.triplet.margin = 0.3  # triplet margin
+    cfg.loss.triplet.weight_t = 1.0  # triplet loss weight
+    cfg.loss.triplet.weight_x = 1.0  # softmax loss weight in the triplet engine
+
+    # ----------------------------------------------------------------- test
+    cfg.test = CN()
+    cfg.test.batch_size = 256  # evaluation batch size
+    cfg.test.dist_metric = "euclidean"  # euclidean (squared) | cosine
+    cfg.test.normalize_feature = True  # L2-normalise features before ranking (paper)
+    cfg.test.ranks = [1, 5, 10, 20]  # CMC ranks to log
+    cfg.test.evaluate = False  # evaluation only (same as --eval-only)
+    cfg.test.eval_freq = -1  # evaluate every N epochs (-1: only at the end, paper)
+    cfg.test.start_eval = 0  # first epoch at which periodic evaluation may run
+    cfg.test.rerank = False  # k-reciprocal re-ranking at test time
+    cfg.test.rerank_k1 = 20  # re-ranking k1 (torchreid default; the original DCAC code used 50)
+    cfg.test.rerank_k2 = 6  # re-ranking k2 (torchreid default; original 15)
+    cfg.test.rerank_lambda = 0.3  # re-ranking lambda
+    cfg.test.chunk_size = 1024  # queries per chunk of the memory-bounded evaluator
+    cfg.test.visrank = False  # torchreid: save ranked-list images (not supported by the plugin engine)
+    cfg.test.visrank_topk = 10  # torchreid: top-k of visrank
+
+    # ----------------------------------------------------------------- dcac
+    cfg.dcac = CN()
+    cfg.dcac.use_diffusion = True  # False = the paper's CLIP ViT-B/16 baseline (no diffusion branch)
+    cfg.dcac.clip_weights = ""  # local OpenAI CLIP ViT-B/16 file (TorchScript ViT-B-16.pt or state dict)
+    cfg.dcac.stride = 16  # patch stride (16 = no overlap, paper)
+    cfg.dcac.freeze_patch_proj = True  # freeze conv1 (patch projection)
+    cfg.dcac.sie = False  # camera embedding (SIE) added to the CLS token (off in the paper)
+    cfg.dcac.sie_coef = 1.0  # SIE coefficient
+    cfg.dcac.bnneck_momentum = 0.1  # BNNeck momentum (0.19 mimics the original's double BN call)
+    cfg.dcac.flip_prob = 0.5  # re-ID view: horizontal flip probability
+    cfg.dcac.padding = 10  # re-ID view: zero padding before the random crop
+    cfg.dcac.re_prob = 0.5  # re-ID view: random erasing probability (fill 0.5 in normalised space)
+    cfg.dcac.pixel_mean = [0.5, 0.5, 0.5]  # plugin models' normalisation mean (paper: 0.5)
+    cfg.dcac.pixel_std = [0.5, 0.5, 0.5]  # plugin models' normalisation std (paper: 0.5)
+    cfg.dcac.id_loss_weight = 1.0  # weight of the label-smoothed ID loss
+    cfg.dcac.label_smooth = 0.1  # label smoothing epsilon
+    cfg.dcac.pcl_loss_weight = 1.0  # weight of the prototype contrastive loss
+    cfg.dcac.ldm_loss_weight = 1.0  # weight of the denoising loss
+    cfg.dcac.noise_loss_begin_epoch = 1  # first epoch (1-based) with the denoising loss
+    cfg.dcac.lr_mult = 1.0  # lr multiplier of prompts and LoRA
+    cfg.dcac.memory_batch_size = 256  # batch size of the per-epoch prototype memory rebuild
+
+    cfg.dcac.pcl = CN()
+    cfg.dcac.pcl.temperature = 0.01  # prototype memory temperature
+    cfg.dcac.pcl.momentum = 0.2  # weight of the old prototype in the update
+    cfg.dcac.pcl.hard_update = True  # update each prototype with its hardest sample of the batch
+
+    cfg.dcac.cond = CN()
+    cfg.dcac.cond.prob_type = "fc"  # fc | pcl | fc+pcl | feature
+    cfg.dcac.cond.tau = 1.0  # softmax temperature of the ID probabilities (0.6 MA & D, 0.1 C3)
+    cfg.dcac.cond.bottleneck = "embedding"  # embedding | silu | bn | bn+silu | condition_net
+    cfg.dcac.cond.init_std = 1.0  # std of the ID-wise prompt bank initialisation
+    cfg.dcac.cond.hard_label = False  # condition on the ground-truth prompt (ablation; no feedback)
+
+    cfg.dcac.sd = CN()
+    cfg.dcac.sd.weights = ""  # local SD v1.5 v1-5-pruned.ckpt / .safetensors or diffusers folder
+    cfg.dcac.sd.use_ema = False  # take the EMA UNet weights of the single file (paper: non-EMA)
+    cfg.dcac.sd.lora_rank = 8  # LoRA rank (8 MA/D/C3, 32 MS and multi-source)
+    cfg.dcac.sd.lora_alpha = 1.0  # LoRA alpha (scaling alpha/r)
+    cfg.dcac.sd.qkv_random_bias = False  # parity option: the original's random frozen q/k/v biases
+    cfg.dcac.sd.grad_checkpointing = False  # UNet gradient checkpointing (same results, less memory)
+    cfg.dcac.sd.vae_image_size = 128  # pixel size of the square VAE view
+    cfg.dcac.sd.num_train_timesteps = 1000  # diffusion steps T
+    cfg.dcac.sd.beta_start = 0.00085  # scaled_linear schedule start
+    cfg.dcac.sd.beta_end = 0.012  # scaled_linear schedule end
+    cfg.dcac.sd.cache_vae_moments = False  # cache VAE posterior moments on disk (same semantics, faster)
+    return cfg
+
+
+def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | None = None) -> CN:
+    """Merge a yaml file and ``key value`` overrides into ``cfg``, with clear errors.
+
+    Raises:
+        ConfigError: unknown key, odd number of overrides, or a value of the wrong type; the
+            message names the key and the file or override it came from.
+    """
+    if config_file:
+        try:
+            cfg.merge_from_file(config_file)
+        except KeyError as e:
+            raise ConfigError(
+                f"{config_file}: unknown config key {_key_from(e)}; see dcac_plugin/config.py for the keys"
+            ) from None
+        except ValueError as e:
+            raise ConfigError(f"{config_file}: {e}") from None
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {config_file}") from None
+    opts = list(opts or [])
+    if len(opts) % 2:
+        raise ConfigError(f"overrides must be 'key value' pairs; got an odd number: {opts}")
+    for key, value in zip(opts[0::2], opts[1::2]):
+        value = _listify_if_needed(cfg, key, value)
+        try:
+            cfg.merge_from_list([key, value])
+        except (KeyError, AssertionError):
+            raise ConfigError(
+                f"unknown config key '{key}' in the overrides; see dcac_plugin/config.py for the keys"
+            ) from None
+        except ValueError as e:
+            raise ConfigError(f"override '{key} {value}': {e}") from None
+    return cfg
+
+
+def _listify_if_needed(cfg: CN, key: str, value: Any) -> Any:
+    """Let ``data.sources market1501`` mean ``['market1501']`` for list-valued keys."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, CN) or part not in node:
+            return value
+        node = node[part]
+    if isinstance(node, (list, tuple)) and isinstance(value, str) and not value.lstrip().startswith(("[", "(")):
+        return repr([v for v in value.split(",") if v])
+    return value
+
+
+def _key_from(err: KeyError) -> str:
+    msg = str(err.args[0]) if err.args else str(err)
+    return msg.replace("Non-existent config key:", "").strip().strip("'")
+
+
+def config_hash(cfg: CN) -> str:
+    """sha256 of the merged config's yaml (the run's identity, minus the output folder)."""
+    clone = cfg.clone()
+    clone.defrost()
+    clone.data.save_dir = ""
+    clone.model.resume = ""
+    return hashlib.sha256(clone.dump().encode()).hexdigest()[:16]
+
+
+def as_list(value: Any) -> list:
+    """A str or list config value as a list."""
+    if isinstance(value, str):
+        return [value]
+    return list(value)
