@@ -24,7 +24,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["dcac_plugin", "dcac_plugin.*"]),
     include_package_data=True,
-    package_data={"dcac_plugin": ["resources/**/*", "resources/*"]},
+    package_data={"dcac_plugin": ["resources/**/*", "resources/*", "benchmark/*.yaml"]},
     install_requires=[
         # A GPU user installs the torch build for their CUDA first (see README); these pins
         # are the versions tested here.

@@ -1,0 +1,457 @@
+"""Result records (``results.json``): schema, loading, per-target expansion, published numbers.
+
+One ``results.json`` is written per evaluated run by :func:`dcac_plugin.cli.train.main`. Schema
+version 1 (metrics are percentages, e.g. ``23.4`` for 23.4 % mAP)::
+
+    {"schema_version": 1, "run_name": "dcac_ma2ms", "model": "dcac_vit_b16", "method": "DCAC",
+     "protocol": {"key": "MA->MS", "kind": "single_source", "sources": ["market1501"],
+                  "targets": ["msmt17"], "benchmark": "real", "variants": {...}},
+     "results": {"msmt17": {"mAP": 23.4, "rank1": 52.1, "rank5": 66.0, "rank10": 71.2, "mINP": 3.1}},
+     "loss": "softmax" | "softmax+triplet" (optional), "config_file": ..., "config_hash": ...,
+     "git_commit": ..., "versions": {...}, "device": ..., "wall_time_s": ..., "epochs": ...,
+     "status": "ok", "created": "ISO time"}
+
+A run with several targets is expanded into one :class:`TargetResult` per target. The column key
+of a target follows the published tables:
+
+* single source: ``'+'.join(source codes) + '->' + target code``, e.g. ``MA->MS``;
+* multi source: the held-out target code (``MA``, ``D``, ``MS``, ``C3``) when the sources are the
+  other three of the four standard datasets (leave-one-out); any other multi-source combination is
+  keyed like a single-source one (``MA+D->MS``) so it is never confused with leave-one-out.
+
+Dataset codes: market1501 MA, dukemtmcreid D, msmt17 / msmt17_trainval MS, cuhk03_np / cuhk03 C3.
+A dataset name outside that list is used verbatim as its own code (a display label only).
+
+Synthetic runs (``protocol.benchmark == "synthetic"``) use the real dataset names but are kept
+apart from real results everywhere downstream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+DATASET_CODES: dict[str, str] = {
+    "market1501": "MA",
+    "dukemtmcreid": "D",
+    "msmt17": "MS",
+    "msmt17_trainval": "MS",
+    "cuhk03_np": "C3",
+    "cuhk03": "C3",
+}
+#: The four standard DG datasets, in the order the published tables use.
+STANDARD_CODES: tuple[str, ...] = ("MA", "D", "MS", "C3")
+
+BENCHMARKS: tuple[str, ...] = ("real", "synthetic")
+KINDS: tuple[str, ...] = ("single_source", "multi_source")
+METRICS: tuple[str, ...] = ("mAP", "rank1", "rank5", "rank10", "mINP")
+REQUIRED_METRICS: tuple[str, ...] = ("mAP", "rank1")
+
+BASELINE_METHOD = "Baseline (CLIP ViT-B/16, no diffusion branch)"
+DCAC_METHOD = "DCAC"
+#: Exact model name -> method display name (torchreid baselines).
+MODEL_METHODS: dict[str, str] = {
+    "osnet_x1_0": "OSNet",
+    "osnet_ain_x1_0": "OSNet-AIN",
+    "osnet_ibn_x1_0": "OSNet-IBN",
+    "resnet50": "ResNet-50",
+    "osnet_x0_75": "OSNet-x0.75",
+    "osnet_x0_5": "OSNet-x0.5",
+    "osnet_x0_25": "OSNet-x0.25",
+}
+#: Preferred row order of reproduced methods (others follow alphabetically).
+METHOD_ORDER: tuple[str, ...] = (
+    DCAC_METHOD, BASELINE_METHOD, "OSNet", "OSNet-AIN", "OSNet-IBN", "ResNet-50",
+)
+TRIPLET_SUFFIX = " (triplet)"
+
+PUBLISHED_RESOURCE = "published.yaml"
+
+
+class RecordError(ValueError):
+    """A ``results.json`` (or published-numbers file) is malformed."""
+
+
+# ----------------------------------------------------------------------------------------------
+# names and keys
+
+
+def dataset_code(name: str) -> str:
+    """Short code of a dataset name (``market1501`` -> ``MA``); unknown names map to themselves."""
+    return DATASET_CODES.get(name, name)
+
+
+def protocol_key(kind: str, sources: list[str], target: str) -> str:
+    """Column key of one (sources -> target) evaluation, as in the published tables.
+
+    Args:
+        kind: ``single_source`` or ``multi_source``.
+        sources: training dataset names (torchreid spelling).
+        target: the evaluated dataset name.
+
+    Returns:
+        ``"MA->MS"`` style for single source (and for non-standard multi-source combinations),
+        the held-out target code (``"MS"``) for the standard leave-one-out multi-source protocol.
+    """
+    src = [dataset_code(s) for s in sources]
+    tgt = dataset_code(target)
+    if kind == "multi_source" and tgt in STANDARD_CODES:
+        others = set(STANDARD_CODES) - {tgt}
+        if set(src) == others and len(src) == len(others):
+            return tgt
+    return "+".join(src) + "->" + tgt
+
+
+def column_sort_key(key: str) -> tuple:
+    """Order columns as the published tables do: by source, then target, in MA, D, MS, C3 order."""
+
+    def idx(code: str) -> tuple[int, str]:
+        return (STANDARD_CODES.index(code), "") if code in STANDARD_CODES else (len(STANDARD_CODES), code)
+
+    if key == "average":
+        return (2, (), ())
+    if "->" not in key:
+        return (0, idx(key), ())
+    src, tgt = key.split("->", 1)
+    return (1, tuple(idx(s) for s in src.split("+")), idx(tgt))
+
+
+def method_name(model: str, method: str | None = None, loss: str | None = None) -> str:
+    """Method display name of a run.
+
+    ``method`` (when the record carries one) wins over the name derived from ``model``:
+    ``dcac_*`` -> ``DCAC``, ``clip_reid_*`` -> the CLIP baseline (same string as the published
+    numbers), ``osnet_x1_0`` -> ``OSNet``, ``osnet_ain_x1_0`` -> ``OSNet-AIN``, ``osnet_ibn_x1_0``
+    -> ``OSNet-IBN``, ``resnet50`` -> ``ResNet-50``, ``osnet_x0_25`` -> ``OSNet-x0.25`` (likewise
+    x0.5, x0.75), anything else -> the model name. For a
+    torchreid baseline (not DCAC, not the CLIP baseline) trained with ``loss ==
+    "softmax+triplet"``, `` (triplet)`` is appended so softmax and triplet runs get separate rows.
+    """
+    if method:
+        name = method
+    elif model.startswith("dcac"):
+        name = DCAC_METHOD
+    elif model.startswith("clip_reid"):
+        name = BASELINE_METHOD
+    else:
+        name = MODEL_METHODS.get(model, model)
+    if (
+        loss == "softmax+triplet"
+        and name not in (DCAC_METHOD, BASELINE_METHOD)
+        and not name.endswith(TRIPLET_SUFFIX)
+    ):
+        name += TRIPLET_SUFFIX
+    return name
+
+
+def method_sort_key(name: str) -> tuple:
+    """Row order of reproduced methods: :data:`METHOD_ORDER` first (triplet after softmax)."""
+    base = name[: -len(TRIPLET_SUFFIX)] if name.endswith(TRIPLET_SUFFIX) else name
+    pos = METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
+    return (pos, base, name.endswith(TRIPLET_SUFFIX))
+
+
+# ----------------------------------------------------------------------------------------------
+# records
+
+
+@dataclass
+class Record:
+    """One validated ``results.json``.
+
+    Attributes:
+        run_name: the run's name.
+        model: model name (``dcac_vit_b16``, ``osnet_x1_0``, ...).
+        method: display name (see :func:`method_name`).
+        kind: ``single_source`` or ``multi_source``.
+        sources: training dataset names.
+        targets: evaluated dataset names.
+        benchmark: ``real`` or ``synthetic``.
+        results: target name -> metric name -> value (percent).
+        path: the file it was read from (``None`` for in-memory records).
+        created: ISO creation time ('' when absent).
+        raw: the whole JSON object.
+    """
+
+    run_name: str
+    model: str
+    method: str
+    kind: str
+    sources: list[str]
+    targets: list[str]
+    benchmark: str
+    results: dict[str, dict[str, float]]
+    path: Path | None = None
+    created: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class TargetResult:
+    """One (run, target) pair: the unit the leaderboard aggregates.
+
+    Attributes:
+        run_name, method, kind, benchmark: as in :class:`Record`.
+        key: column key (see :func:`protocol_key`).
+        sources, target: dataset names.
+        metrics: metric name -> value (percent); always holds ``mAP`` and ``rank1``.
+        path: the record file.
+    """
+
+    run_name: str
+    method: str
+    kind: str
+    benchmark: str
+    key: str
+    sources: list[str]
+    target: str
+    metrics: dict[str, float]
+    path: Path | None = None
+
+
+def _where(path: Path | str | None) -> str:
+    return str(path) if path is not None else "<in-memory record>"
+
+
+def _require(obj: dict, key: str, typ: type | tuple, where: str, ctx: str = "") -> Any:
+    if key not in obj:
+        raise RecordError(f"{where}: missing key '{ctx}{key}'; results.json schema v{SCHEMA_VERSION} "
+                          f"requires it (see dcac_plugin/benchmark/records.py)")
+    val = obj[key]
+    if not isinstance(val, typ):
+        raise RecordError(f"{where}: key '{ctx}{key}' must be {getattr(typ, '__name__', typ)}, "
+                          f"got {type(val).__name__} ({val!r})")
+    return val
+
+
+def _metric(value: Any, where: str, ctx: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RecordError(f"{where}: metric '{ctx}' must be a finite number, got {value!r}")
+    if not 0.0 <= value <= 100.0:
+        raise RecordError(f"{where}: metric '{ctx}' = {value} is outside [0, 100]; metrics are "
+                          f"percentages (write 23.4, not 0.234)")
+    return float(value)
+
+
+def parse_record(obj: Any, path: Path | str | None = None) -> Record:
+    """Validate one decoded ``results.json`` object and build a :class:`Record`.
+
+    Raises:
+        RecordError: naming the file and the offending key when the object does not follow
+            schema version 1.
+    """
+    where = _where(path)
+    if not isinstance(obj, dict):
+        raise RecordError(f"{where}: a results.json must hold a JSON object, got {type(obj).__name__}")
+    version = _require(obj, "schema_version", int, where)
+    if version != SCHEMA_VERSION:
+        raise RecordError(f"{where}: schema_version {version} is not supported (this version reads "
+                          f"{SCHEMA_VERSION}); re-evaluate the run or upgrade dcac_plugin")
+    run_name = _require(obj, "run_name", str, where)
+    model = _require(obj, "model", str, where)
+    proto = _require(obj, "protocol", dict, where)
+    kind = _require(proto, "kind", str, where, "protocol.")
+    if kind not in KINDS:
+        raise RecordError(f"{where}: protocol.kind must be one of {list(KINDS)}, got {kind!r}")
+    sources = _require(proto, "sources", list, where, "protocol.")
+    targets = _require(proto, "targets", list, where, "protocol.")
+    if not sources or not targets or not all(isinstance(s, str) for s in sources + targets):
+        raise RecordError(f"{where}: protocol.sources and protocol.targets must be non-empty lists of "
+                          f"dataset names, got {sources!r} and {targets!r}")
+    benchmark = _require(proto, "benchmark", str, where, "protocol.")
+    if benchmark not in BENCHMARKS:
+        raise RecordError(f"{where}: protocol.benchmark must be one of {list(BENCHMARKS)}, "
+                          f"got {benchmark!r}")
+    results_raw = _require(obj, "results", dict, where)
+    results: dict[str, dict[str, float]] = {}
+    for tgt in targets:
+        if tgt not in results_raw:
+            raise RecordError(f"{where}: protocol.targets lists '{tgt}' but results has no entry for it "
+                              f"(results keys: {sorted(results_raw)})")
+    for tgt, mets in results_raw.items():
+        if tgt not in targets:
+            raise RecordError(f"{where}: results has an entry for '{tgt}', which is not in "
+                              f"protocol.targets {targets}")
+        if not isinstance(mets, dict):
+            raise RecordError(f"{where}: results.{tgt} must be an object of metrics, got {mets!r}")
+        for m in REQUIRED_METRICS:
+            if m not in mets:
+                raise RecordError(f"{where}: results.{tgt} lacks required metric '{m}'")
+        results[tgt] = {m: _metric(v, where, f"results.{tgt}.{m}") for m, v in mets.items() if m in METRICS}
+    method = obj.get("method")
+    if method is not None and not isinstance(method, str):
+        raise RecordError(f"{where}: key 'method' must be a string, got {method!r}")
+    loss = obj.get("loss")
+    return Record(
+        run_name=run_name,
+        model=model,
+        method=method_name(model, method, loss if isinstance(loss, str) else None),
+        kind=kind,
+        sources=list(sources),
+        targets=list(targets),
+        benchmark=benchmark,
+        results=results,
+        path=Path(path) if path is not None else None,
+        created=str(obj.get("created", "")),
+        raw=obj,
+    )
+
+
+def load_record(path: str | Path) -> Record:
+    """Read and validate one ``results.json``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        RecordError: the file is not valid JSON or does not follow the schema (message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results file not found: {path}")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{path}: not valid JSON ({exc}); delete it or re-run the evaluation") from exc
+    return parse_record(obj, path)
+
+
+def load_records(results_dir: str | Path) -> list[Record]:
+    """Load every ``results.json`` below ``results_dir`` (recursive), sorted by path.
+
+    Records whose ``status`` is present and not ``"ok"`` are skipped with a warning.
+
+    Raises:
+        FileNotFoundError: ``results_dir`` is not a directory.
+        RecordError: a file is malformed; the message names the file.
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results directory not found: {root} (pass the folder holding the "
+                                f"runs' results.json files, e.g. --results output/)")
+    records = []
+    for path in sorted(root.rglob("results.json")):
+        rec = load_record(path)
+        status = rec.raw.get("status", "ok")
+        if status != "ok":
+            logger.warning("skipping %s: status is %r, not 'ok'", path, status)
+            continue
+        records.append(rec)
+    logger.info("loaded %d result record(s) from %s", len(records), root)
+    return records
+
+
+def expand_per_target(records: list[Record]) -> list[TargetResult]:
+    """One :class:`TargetResult` per (record, target), in record order then target order."""
+    out = []
+    for rec in records:
+        for tgt in rec.targets:
+            out.append(TargetResult(
+                run_name=rec.run_name,
+                method=rec.method,
+                kind=rec.kind,
+                benchmark=rec.benchmark,
+                key=protocol_key(rec.kind, rec.sources, tgt),
+                sources=list(rec.sources),
+                target=tgt,
+                metrics=dict(rec.results[tgt]),
+                path=rec.path,
+            ))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# published numbers
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """One published cell: ``method`` on ``key`` (real benchmark only), values in percent.
+
+    ``rank1`` or ``mAP`` may be ``None`` when the source printed "-". ``later_work`` is True for
+    entries from the ``later_work`` block (published after DCAC).
+    """
+
+    method: str
+    kind: str
+    key: str
+    mAP: float | None
+    rank1: float | None
+    source: str
+    later_work: bool = False
+
+
+def _published_pair(val: Any, where: str) -> tuple[float | None, float | None]:
+    if not isinstance(val, list) or len(val) != 2:
+        raise RecordError(f"{where}: a published entry must be [mAP, Rank-1], got {val!r}")
+    out = []
+    for v in val:
+        if v is None:
+            out.append(None)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 100:
+            out.append(float(v))
+        else:
+            raise RecordError(f"{where}: published value {v!r} is not a percentage")
+    return out[0], out[1]
+
+
+def _published_block(block: Any, kind: str, method: str, source: str, later: bool,
+                     where: str) -> list[PublishedResult]:
+    if not isinstance(block, dict):
+        raise RecordError(f"{where}: '{method}' {kind} must map protocol keys to [mAP, Rank-1]")
+    out = []
+    for key, val in block.items():
+        m, r = _published_pair(val, f"{where}: {kind}.{method}.{key}")
+        out.append(PublishedResult(method, kind, str(key), m, r, source, later))
+    return out
+
+
+def parse_published(data: Any, where: str = "<published>") -> list[PublishedResult]:
+    """Parse the published-numbers structure (see ``dcac_plugin/benchmark/published.yaml``).
+
+    Raises:
+        RecordError: on a missing ``source``, a malformed entry, or an unknown block.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("source"), str):
+        raise RecordError(f"{where}: published numbers need a top-level 'source' string")
+    source = data["source"]
+    out: list[PublishedResult] = []
+    for kind in KINDS:
+        for method, block in (data.get(kind) or {}).items():
+            out.extend(_published_block(block, kind, str(method), source, False, where))
+    for method, entry in (data.get("later_work") or {}).items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("source"), str):
+            raise RecordError(f"{where}: later_work.{method} needs its own 'source' string")
+        for kind in KINDS:
+            if kind in entry:
+                out.extend(_published_block(entry[kind], kind, str(method), entry["source"], True, where))
+    unknown = set(data) - {"source", "later_work", *KINDS}
+    if unknown:
+        raise RecordError(f"{where}: unknown top-level keys {sorted(unknown)}")
+    return out
+
+
+def load_published(path: str | Path | None = None) -> list[PublishedResult]:
+    """Load published numbers: ``path`` or, when ``None``, the packaged ``published.yaml``.
+
+    Returns:
+        Every published cell in file order, each with its source.
+    """
+    if path is None:
+        text = resources.files("dcac_plugin.benchmark").joinpath(PUBLISHED_RESOURCE).read_text("utf-8")
+        where = f"dcac_plugin/benchmark/{PUBLISHED_RESOURCE}"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"published numbers file not found: {p}")
+        text, where = p.read_text(encoding="utf-8"), str(p)
+    return parse_published(yaml.safe_load(text), where)

@@ -1,0 +1,98 @@
+"""Leaderboard CLI: paper-style tables (and a plot) from a folder of ``results.json`` records.
+
+``python tools/leaderboard.py --results output/ [--format github|latex|csv|html|json]
+[--protocol single|multi|all] [--benchmark real|synthetic|all] [--published] [--metric both|mAP|rank1]
+[--plot out.png] [--output FILE]``
+
+See :mod:`dcac_plugin.benchmark.leaderboard` for the table layout, marks and aggregation rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dcac_plugin.benchmark.leaderboard import (
+    BENCHMARK_CHOICES,
+    FORMATS,
+    METRIC_CHOICES,
+    PROTOCOL_CHOICES,
+    build_tables,
+    plot_tables,
+    render,
+)
+from dcac_plugin.benchmark.records import RecordError, expand_per_target, load_published, load_records
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Leaderboard tables from results.json records (DG re-ID).")
+    p.add_argument("--results", required=True, help="folder searched recursively for results.json files")
+    p.add_argument("--format", default="github", choices=FORMATS, help="output format (default github)")
+    p.add_argument("--protocol", default="all", choices=list(PROTOCOL_CHOICES), help="which tables")
+    p.add_argument("--benchmark", default="all", choices=list(BENCHMARK_CHOICES),
+                   help="real datasets, the generated (synthetic) benchmark, or both (separate tables)")
+    p.add_argument("--published", action="store_true",
+                   help="merge the packaged published numbers into the real-dataset tables")
+    p.add_argument("--published-file", default=None,
+                   help="use this published-numbers yaml instead of the packaged one (implies --published)")
+    p.add_argument("--metric", default="both", choices=METRIC_CHOICES,
+                   help="cell content for github/latex/html: 'mAP/R1' (both), mAP or rank1")
+    p.add_argument("--plot", default=None, help="also write a grouped-bar PNG plot here")
+    p.add_argument("--output", default=None, help="write the tables to this file instead of stdout")
+    return p.parse_args(argv)
+
+
+def make_tables(args: argparse.Namespace) -> list:
+    """Load records (and published numbers) and build the tables the arguments ask for."""
+    results = expand_per_target(load_records(args.results))
+    published = None
+    if args.published or args.published_file:
+        published = load_published(args.published_file)
+    return build_tables(results, published, protocol=args.protocol, benchmark=args.benchmark)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print (or write) the leaderboard; returns 0, or 1 when no result matched the filters.
+
+    Raises:
+        FileNotFoundError: the results folder (or published file) does not exist.
+        RecordError: a results.json is malformed (the message names the file).
+    """
+    args = parse_args(argv)
+    tables = make_tables(args)
+    if not tables:
+        sys.stderr.write(f"no results in {args.results} match --protocol {args.protocol} "
+                         f"--benchmark {args.benchmark} (add --published to show published numbers)\n")
+        return 1
+    text = render(tables, args.format, args.metric)
+    if args.output:
+        from dcac_plugin.utils.io import atomic_write_text
+
+        atomic_write_text(text, args.output)
+        logger.info("wrote %s", args.output)
+    else:
+        sys.stdout.write(text)
+    if args.plot:
+        plot_tables(tables, Path(args.plot))
+    return 0
+
+
+def cli() -> None:
+    """Console entry point: exit status of :func:`main`; bad input exits 2 with a one-line message."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code = main(sys.argv[1:])
+    except (FileNotFoundError, RecordError, ValueError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        raise SystemExit(2) from None
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    cli()
