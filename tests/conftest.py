@@ -26,3 +26,13 @@ def _no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
     yield
+
+
+@pytest.fixture(scope="session")
+def synthetic_tiny_root(tmp_path_factory):
+    """The tiny synthetic benchmark (all 4 domains), generated once per session (cached by marker)."""
+    from dcac_plugin.data.synthetic import make_synthetic
+
+    root = tmp_path_factory.getbasetemp() / "synthetic_tiny"
+    make_synthetic(root, scale="tiny", seed=0)
+    return root

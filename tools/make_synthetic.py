@@ -1,0 +1,3 @@
+from dcac_plugin.cli.make_synthetic import main
+
+raise SystemExit(main())
