@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from yacs.config import CfgNode as CN
 
@@ -27,7 +28,7 @@ def get_default_config() -> CN:
 
     # ---------------------------------------------------------------- model
     cfg.model = CN()
-    cfg.model.name = "dcac_vit_b16"  # dcac_vit_b16 | dcac_tiny | clip_reid_vit_b16 | clip_reid_tiny | any torchreid model
+    cfg.model.name = "dcac_vit_b16"  # dcac_vit_b16 | dcac_tiny | clip_reid_vit_b16 | clip_reid_tiny | torchreid names
     cfg.model.pretrained = False  # torchreid models: True needs model.pretrained_path (never downloads)
     cfg.model.pretrained_path = ""  # local ImageNet weight file for torchreid models ('' = random init, logged)
     cfg.model.load_weights = ""  # weights to load before training/eval (our checkpoint or an official DCAC one)
@@ -208,7 +209,7 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
     opts = list(opts or [])
     if len(opts) % 2:
         raise ConfigError(f"overrides must be 'key value' pairs; got an odd number: {opts}")
-    for key, value in zip(opts[0::2], opts[1::2]):
+    for key, value in zip(opts[0::2], opts[1::2], strict=True):
         value = _listify_if_needed(cfg, key, value)
         try:
             cfg.merge_from_list([key, value])

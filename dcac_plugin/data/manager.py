@@ -1,0 +1,105 @@
+"""Build torchreid's ``ImageDataManager`` from the config, with the plugin's checks and views."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import torch
+from yacs.config import CfgNode
+
+from dcac_plugin._torchreid import prints_to_log, tr
+from dcac_plugin.config import as_list
+from dcac_plugin.data import transforms as tfm
+
+logger = logging.getLogger(__name__)
+
+
+def train_dataset_names(cfg: CfgNode) -> list[str]:
+    """Source names as registered in torchreid (``msmt17`` → ``msmt17_trainval`` when asked)."""
+    names = as_list(cfg.data.sources)
+    if cfg.data.msmt17_include_val:
+        names = ["msmt17_trainval" if n == "msmt17" else n for n in names]
+    return names
+
+
+def imagedata_kwargs(cfg: CfgNode, use_gpu: bool) -> dict[str, Any]:
+    """torchreid ``ImageDataManager`` keyword arguments from the config."""
+    return dict(
+        root=cfg.data.root,
+        sources=train_dataset_names(cfg),
+        targets=as_list(cfg.data.targets),
+        height=cfg.data.height,
+        width=cfg.data.width,
+        transforms=as_list(cfg.data.transforms),
+        k_tfm=cfg.data.k_tfm,
+        norm_mean=list(cfg.data.norm_mean),
+        norm_std=list(cfg.data.norm_std),
+        use_gpu=use_gpu,
+        split_id=cfg.data.split_id,
+        combineall=cfg.data.combineall,
+        load_train_targets=cfg.data.load_train_targets,
+        batch_size_train=cfg.train.batch_size,
+        batch_size_test=cfg.test.batch_size,
+        workers=cfg.data.workers,
+        num_instances=cfg.sampler.num_instances,
+        num_cams=cfg.sampler.num_cams,
+        num_datasets=cfg.sampler.num_datasets,
+        train_sampler=cfg.sampler.train_sampler,
+        train_sampler_t=cfg.sampler.train_sampler_t,
+        cuhk03_labeled=cfg.cuhk03.labeled_images,
+        cuhk03_classic_split=cfg.cuhk03.classic_split,
+        market1501_500k=cfg.market1501.use_500k_distractors,
+    )
+
+
+def check_datasets(cfg: CfgNode) -> None:
+    """Fail early, with the layout expected, when a dataset folder is missing or malformed."""
+    from dcac_plugin.data.datasets import check_dataset
+
+    variant = {"cuhk03_labeled": cfg.cuhk03.labeled_images}
+    for name in dict.fromkeys(train_dataset_names(cfg) + as_list(cfg.data.targets)):
+        check_dataset(name, cfg.data.root, **variant)
+
+
+def build_datamanager(cfg: CfgNode, use_gpu: bool, plugin_views: bool, vae_view: bool):
+    """Build the data manager.
+
+    Args:
+        cfg: merged config.
+        use_gpu: pin memory for CUDA.
+        plugin_views: use the paper's re-ID transforms (§6.6) and normalisation (plugin models);
+            otherwise torchreid's named transforms (``data.transforms``) as torchreid does.
+        vae_view: the train loader yields ``[x, x_vae]`` (DCAC's second, un-augmented view).
+    """
+    import dcac_plugin
+
+    dcac_plugin.register()
+    check_datasets(cfg)
+    with prints_to_log():
+        dm = tr.data.ImageDataManager(**imagedata_kwargs(cfg, use_gpu))
+    if plugin_views:
+        h, w = cfg.data.height, cfg.data.width
+        mean, std = list(cfg.dcac.pixel_mean), list(cfg.dcac.pixel_std)
+        train_t = tfm.reid_train_transform(h, w, mean, std, cfg.dcac.flip_prob, cfg.dcac.padding,
+                                           cfg.dcac.re_prob)
+        if vae_view:
+            train_t = tfm.PairedViews(train_t, tfm.vae_transform(cfg.dcac.sd.vae_image_size))
+        test_t = tfm.reid_test_transform(h, w, mean, std, cfg.data.test_interpolation)
+        dm.train_loader.dataset.transform = train_t
+        for loaders in dm.test_loader.values():
+            for loader in loaders.values():
+                loader.dataset.transform = test_t
+        dm.transform_tr, dm.transform_te = train_t, test_t
+    elif cfg.data.test_interpolation != "bilinear":
+        logger.info("torchreid models use torchreid's own transforms (data.transforms, bilinear resize)")
+    return dm
+
+
+def sequential_train_loader(dm, transform, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
+    """The training set in a fixed order with ``transform`` (for the prototype memory and caches)."""
+    dataset = copy.copy(dm.train_loader.dataset)
+    dataset.transform = transform
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                       num_workers=workers, drop_last=False)

@@ -1,0 +1,1 @@
+"""Training engine pieces: prototype memory, LR schedule (and the DCAC engine)."""

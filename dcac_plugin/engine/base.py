@@ -1,0 +1,266 @@
+"""What every plugin engine adds to torchreid's ``Engine``.
+
+torchreid's engines keep their ``forward_backward`` (the training step); this mixin replaces
+the parts around it: one device, a progress bar and logging instead of prints, the
+memory-bounded evaluator with mINP (``dcac_plugin.evaluation``), atomic checkpoints that hold
+only what is trained, resume, and a per-target metrics dict for ``results.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from dcac_plugin.utils.io import atomic_torch_save
+
+logger = logging.getLogger(__name__)
+
+CKPT_PATTERN = re.compile(r"^checkpoint_ep(\d+)\.pth$")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training loss became NaN/inf; the message names the step and every loss term."""
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states in a ``weights_only``-loadable form."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(save_dir: str | Path) -> Path | None:
+    """The checkpoint of the highest epoch in ``save_dir`` (``checkpoint_epN.pth``), if any."""
+    best: tuple[int, Path] | None = None
+    for p in Path(save_dir).glob("checkpoint_ep*.pth"):
+        m = CKPT_PATTERN.match(p.name)
+        if m and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), p)
+    return best[1] if best else None
+
+
+class PluginEngineMixin:
+    """Mixed in before a torchreid ``Engine`` subclass. Call :meth:`setup` after ``__init__``."""
+
+    device: torch.device
+
+    def setup(self, *, device: torch.device, save_dir: str, eval_kwargs: dict[str, Any],
+              print_freq: int = 20, checkpoint_period: int = 1, keep_checkpoints: int = 2,
+              extra_state: Callable[[], dict] | None = None) -> None:
+        """Finish construction.
+
+        Args:
+            device: the run's single device.
+            save_dir: output folder (checkpoints, tensorboard events).
+            eval_kwargs: keyword arguments of :func:`dcac_plugin.evaluation.evaluate_features`
+                (metric, normalize, rerank options, chunk size).
+            print_freq: log the running losses every N batches.
+            checkpoint_period: write a checkpoint every N epochs (and always at the end).
+            keep_checkpoints: how many periodic checkpoints to keep.
+        """
+        self.device = device
+        self.save_dir = Path(save_dir)
+        self.eval_kwargs = dict(eval_kwargs)
+        self.print_freq = max(1, print_freq)
+        self.checkpoint_period = max(1, checkpoint_period)
+        self.keep_checkpoints = max(1, keep_checkpoints)
+        self.global_step = 0
+        self.last_results: dict[str, dict[str, float]] = {}
+        self.epoch = 0
+
+    # ------------------------------------------------------------------ state
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """What is trained (engines with frozen parts override this)."""
+        return self.model.state_dict()
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`model_state`."""
+        self.model.load_state_dict(state)
+
+    def extra_state(self) -> dict[str, Any]:
+        """Engine-specific state to checkpoint (e.g. the prototype memory)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`extra_state`."""
+
+    def save_checkpoint(self, epoch: int) -> Path:
+        """Atomically write ``checkpoint_ep{epoch}.pth`` (epoch = completed epochs)."""
+        state = {
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "model": self.model_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "extra": self.extra_state(),
+            "rng": rng_state(),
+            "results": self.last_results,
+        }
+        scaler = getattr(self, "scaler", None)
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        path = atomic_torch_save(state, self.save_dir / f"checkpoint_ep{epoch}.pth")
+        self._prune_checkpoints()
+        logger.info("saved %s", path)
+        return path
+
+    def _prune_checkpoints(self) -> None:
+        found = sorted(
+            (int(m.group(1)), p) for p in self.save_dir.glob("checkpoint_ep*.pth")
+            if (m := CKPT_PATTERN.match(p.name))
+        )
+        for _, p in found[: -self.keep_checkpoints]:
+            p.unlink(missing_ok=True)
+
+    def resume(self, path: str | Path) -> int:
+        """Load a checkpoint written by :meth:`save_checkpoint`; return the epoch to start from."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.load_model_state(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        scaler = getattr(self, "scaler", None)
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        self.load_extra_state(state.get("extra", {}))
+        set_rng_state(state["rng"])
+        self.global_step = int(state.get("global_step", 0))
+        self.last_results = state.get("results", {})
+        logger.info("resumed from %s (completed epochs: %d)", path, state["epoch"])
+        return int(state["epoch"])
+
+    # --------------------------------------------------------------- training
+    def on_epoch_start(self) -> None:
+        """Hook run before each epoch's batches (the DCAC engine rebuilds its memory here)."""
+
+    def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> dict[str, float]:
+        """One epoch: progress bar, running losses to the log and tensorboard, then the LR step."""
+        self.set_model_mode("train")
+        self.two_stepped_transfer_learning(self.epoch, fixbase_epoch, open_layers)
+        self.on_epoch_start()
+        self.set_model_mode("train")
+        sums: dict[str, float] = {}
+        n = 0
+        loader = self.train_loader
+        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.max_epoch}", leave=False,
+                   disable=not logger.isEnabledFor(logging.INFO), dynamic_ncols=True)
+        for self.batch_idx, data in enumerate(bar):
+            summary = self.forward_backward(data)
+            self.global_step += 1
+            n += 1
+            for k, v in summary.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            if self.writer is not None:
+                for k, v in summary.items():
+                    self.writer.add_scalar(f"Train/{k}", float(v), self.global_step)
+                self.writer.add_scalar("Train/lr", self.get_current_lr(), self.global_step)
+            if (self.batch_idx + 1) % self.print_freq == 0:
+                logger.info("epoch %d batch %d/%d %s lr %.3g", self.epoch + 1, self.batch_idx + 1,
+                            len(loader), " ".join(f"{k} {v / n:.4f}" for k, v in sums.items()),
+                            self.get_current_lr())
+        means = {k: v / max(n, 1) for k, v in sums.items()}
+        logger.info("epoch %d done: %s", self.epoch + 1, " ".join(f"{k} {v:.4f}" for k, v in means.items()))
+        self.update_lr()
+        return means
+
+    def fit(self, start_epoch: int, max_epoch: int, *, eval_freq: int = -1, start_eval: int = 0,
+            fixbase_epoch: int = 0, open_layers=None) -> dict[str, dict[str, float]]:
+        """Train from ``start_epoch`` (completed epochs) to ``max_epoch``; evaluate at the end.
+
+        Returns the per-target metrics of the final evaluation.
+        """
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.max_epoch = max_epoch
+        if self.writer is None:
+            self.writer = SummaryWriter(log_dir=str(self.save_dir / "tensorboard"))
+        try:
+            for self.epoch in range(start_epoch, max_epoch):
+                t0 = time.time()
+                self.train(fixbase_epoch=fixbase_epoch, open_layers=open_layers)
+                done = self.epoch + 1
+                logger.info("epoch %d took %.1f s", done, time.time() - t0)
+                periodic_eval = (eval_freq > 0 and done % eval_freq == 0 and done >= start_eval
+                                 and done != max_epoch)
+                if periodic_eval:
+                    self.evaluate()
+                if done % self.checkpoint_period == 0 or done == max_epoch:
+                    self.save_checkpoint(done)
+            self.epoch = max_epoch
+            results = self.evaluate()
+        finally:
+            self.writer.flush()
+        return results
+
+    # ------------------------------------------------------------- evaluation
+    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval-mode embedding ``[B, D]`` in fp32."""
+        return self.model(x).float()
+
+    @torch.no_grad()
+    def _features(self, loader) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        feats, pids, camids = [], [], []
+        for data in tqdm(loader, desc="features", leave=False, disable=not logger.isEnabledFor(logging.INFO)):
+            imgs, p, c = self.parse_data_for_eval(data)
+            feats.append(self.extract_features(imgs.to(self.device)).cpu())
+            pids.append(p.numpy() if torch.is_tensor(p) else np.asarray(p))
+            camids.append(c.numpy() if torch.is_tensor(c) else np.asarray(c))
+        return torch.cat(feats), np.concatenate(pids), np.concatenate(camids)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """Evaluate every target; returns ``{target: {mAP, rank1, rank5, rank10, mINP}}`` in percent."""
+        from dcac_plugin.evaluation import evaluate_features
+
+        self.set_model_mode("eval")
+        results: dict[str, dict[str, float]] = {}
+        for name, loaders in self.test_loader.items():
+            t0 = time.time()
+            qf, q_pids, q_camids = self._features(loaders["query"])
+            gf, g_pids, g_camids = self._features(loaders["gallery"])
+            metrics = evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, **self.eval_kwargs)
+            row = {k: float(metrics[k]) for k in ("mAP", "rank1", "rank5", "rank10", "mINP")}
+            results[name] = row
+            logger.info("%s: mAP %.1f  R1 %.1f  R5 %.1f  R10 %.1f  mINP %.1f  (%d q x %d g, %.1f s)", name,
+                        row["mAP"], row["rank1"], row["rank5"], row["rank10"], row["mINP"], len(q_pids),
+                        len(g_pids), time.time() - t0)
+            if self.writer is not None:
+                for k, v in row.items():
+                    self.writer.add_scalar(f"Test/{name}/{k}", v, self.epoch)
+        self.last_results = results
+        self.set_model_mode("train")
+        return results
+
+
+def l2n(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise rows."""
+    return F.normalize(x, dim=1)

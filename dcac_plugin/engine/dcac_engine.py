@@ -1,0 +1,142 @@
+"""DCAC training engine (spec §5-§6): ID + PCL + denoising losses in one step."""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dcac_plugin._torchreid import tr
+from dcac_plugin.engine.base import NonFiniteLossError, PluginEngineMixin
+from dcac_plugin.engine.memory import PrototypeMemory
+
+logger = logging.getLogger(__name__)
+
+
+class DCACEngine(PluginEngineMixin, tr.engine.Engine):
+    """torchreid ``Engine`` for DCAC and its CLIP baseline (``model.diffusion is None``).
+
+    Args:
+        datamanager: torchreid ``ImageDataManager`` whose train loader yields ``[x, x_vae]``
+            (or only ``x`` for the baseline).
+        model: a :class:`dcac_plugin.models.dcac.DCAC`.
+        optimizer, scheduler: built by the caller (Adam + coupled L2, per-epoch warm-up schedule).
+        memory_loader: the training set in a fixed order with the test transform (memory rebuild).
+        id_weight, pcl_weight, ldm_weight: loss weights.
+        label_smooth: label smoothing of the ID loss.
+        noise_loss_begin_epoch: first (1-based) epoch with the denoising loss.
+        pcl_temperature, pcl_momentum, pcl_hard_update: prototype memory settings.
+        amp: ``'off' | 'fp16' | 'bf16'``.
+        device: the run's device.
+    """
+
+    def __init__(self, datamanager, model, optimizer, scheduler, *, memory_loader, device: torch.device,
+                 id_weight: float = 1.0, pcl_weight: float = 1.0, ldm_weight: float = 1.0,
+                 label_smooth: float = 0.1, noise_loss_begin_epoch: int = 1, pcl_temperature: float = 0.01,
+                 pcl_momentum: float = 0.2, pcl_hard_update: bool = True, amp: str = "off") -> None:
+        super().__init__(datamanager, use_gpu=device.type == "cuda")
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.register_model("model", model, optimizer, scheduler)
+        self.memory_loader = memory_loader
+        self.id_weight, self.pcl_weight, self.ldm_weight = id_weight, pcl_weight, ldm_weight
+        self.label_smooth = label_smooth
+        self.noise_loss_begin_epoch = noise_loss_begin_epoch
+        self.num_classes = datamanager.num_train_pids
+        self.memory = PrototypeMemory(self.num_classes, dim=model.feat_dim, temperature=pcl_temperature,
+                                      momentum=pcl_momentum, hard_update=pcl_hard_update).to(device)
+        self.amp = amp
+        if amp not in ("off", "fp16", "bf16"):
+            raise ValueError(f"train.amp must be off, fp16 or bf16; got '{amp}'")
+        if amp == "fp16" and device.type != "cuda":
+            raise ValueError("train.amp fp16 needs CUDA; use bf16 on CPU or off")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
+        self.device = device
+        cond = getattr(model, "condition", None)
+        self.needs_memory = cond is not None and cond.prob_type in ("pcl", "fc+pcl")
+
+    # --------------------------------------------------------------- state
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """Only what is trained: encoder, heads, prompts, LoRA (not the frozen UNet/VAE)."""
+        return self.model.trainable_state_dict()
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_trainable_state_dict(state)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"memory": self.memory.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "memory" in state:
+            self.memory.load_state_dict(state["memory"])
+
+    # ------------------------------------------------------------ training
+    def _autocast(self):
+        if self.amp == "off":
+            return nullcontext()
+        dtype = torch.float16 if self.amp == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    @torch.no_grad()
+    def rebuild_memory(self) -> None:
+        """Spec §5.2: prototypes = normalised per-label means of eval-mode after-BN features."""
+        self.model.eval()
+        feats, labels = [], []
+        for data in self.memory_loader:
+            x = data["img"]
+            if isinstance(x, (list, tuple)):
+                x = x[0]
+            with self._autocast():
+                f = self.model(x.to(self.device))
+            feats.append(f.float())
+            labels.append(data["pid"].to(self.device))
+        self.memory.build(torch.cat(feats), torch.cat(labels))
+        self.model.train()
+
+    def on_epoch_start(self) -> None:
+        if self.pcl_weight > 0 or self.needs_memory:
+            self.rebuild_memory()
+
+    def use_ldm(self) -> bool:
+        """Whether the denoising loss is active in the current epoch (1-based comparison)."""
+        return self.model.diffusion is not None and self.ldm_weight > 0 and \
+            self.epoch + 1 >= self.noise_loss_begin_epoch
+
+    def forward_backward(self, data: dict) -> dict[str, float]:
+        imgs = data["img"]
+        x_vae = None
+        if isinstance(imgs, (list, tuple)):
+            imgs, x_vae = imgs[0], imgs[1]
+        x = imgs.to(self.device, non_blocking=True)
+        pids = data["pid"].to(self.device)
+        use_ldm = self.use_ldm()
+        if use_ldm and x_vae is None:
+            raise RuntimeError("the DCAC engine needs the VAE view: build the data manager with vae_view=True")
+        memory = self.memory.snapshot() if self.needs_memory else None
+        with self._autocast():
+            out = self.model(x, x_vae=x_vae.to(self.device, non_blocking=True) if use_ldm else None,
+                             labels=pids, memory=memory)
+            logits = out["logits"].float()
+            loss_id = F.cross_entropy(logits, pids, label_smoothing=self.label_smooth)
+            loss_pcl = self.memory.loss(out["z"].float(), pids) if self.pcl_weight > 0 else logits.new_zeros(())
+            loss_ldm = out["loss_ldm"].float() if use_ldm else logits.new_zeros(())
+            loss = self.id_weight * loss_id + self.pcl_weight * loss_pcl + self.ldm_weight * loss_ldm
+        terms = {"loss_id": loss_id.item(), "loss_pcl": loss_pcl.item(), "loss_ldm": loss_ldm.item()}
+        if not math.isfinite(loss.item()) and not self.scaler.is_enabled():
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {self.epoch + 1}, step {self.global_step + 1}: "
+                + ", ".join(f"{k}={v}" for k, v in terms.items())
+                + f". The last good checkpoint is in {self.save_dir}; lower train.lr or try train.amp off."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        acc = (logits.argmax(1) == pids).float().mean().item() * 100
+        return {"loss": loss.item(), **terms, "acc": acc}
+
+    def two_stepped_transfer_learning(self, epoch, fixbase_epoch, open_layers, model=None) -> None:
+        """Not part of the method (all parts train from epoch 1)."""
