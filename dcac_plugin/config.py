@@ -99,6 +99,7 @@ def get_default_config() -> CN:
     cfg.train.checkpoint_period = 1  # save a checkpoint every N epochs (always at the end)
     cfg.train.keep_checkpoints = 2  # keep the last N periodic checkpoints
     cfg.train.deterministic = True  # cudnn deterministic, benchmark off (paper)
+    cfg.train.dist_sync_bn = True  # under DDP: BNNeck statistics over the global batch (= one process)
 
     cfg.sgd = CN()
     cfg.sgd.momentum = 0.9  # SGD momentum
@@ -132,11 +133,11 @@ def get_default_config() -> CN:
     cfg.test.eval_freq = -1  # evaluate every N epochs (-1: only at the end, paper)
     cfg.test.start_eval = 0  # first epoch at which periodic evaluation may run
     cfg.test.rerank = False  # k-reciprocal re-ranking at test time
-    cfg.test.rerank_k1 = 20  # re-ranking k1 (torchreid default; the original DCAC code used 50)
-    cfg.test.rerank_k2 = 6  # re-ranking k2 (torchreid default; original 15)
-    cfg.test.rerank_lambda = 0.3  # re-ranking lambda
+    cfg.test.rerank_k1 = 50  # re-ranking k1 (the original DCAC code's value; torchreid's default is 20)
+    cfg.test.rerank_k2 = 15  # re-ranking k2 (original DCAC; torchreid's default is 6)
+    cfg.test.rerank_lambda = 0.3  # re-ranking lambda (both)
     cfg.test.chunk_size = 1024  # queries per chunk of the memory-bounded evaluator
-    cfg.test.visrank = False  # torchreid: save ranked-list images (not supported by the plugin engine)
+    cfg.test.visrank = False  # torchreid: ranked-list images (kept for yaml compatibility; must stay False)
     cfg.test.visrank_topk = 10  # torchreid: top-k of visrank
 
     # ----------------------------------------------------------------- dcac
@@ -147,7 +148,7 @@ def get_default_config() -> CN:
     cfg.dcac.freeze_patch_proj = True  # freeze conv1 (patch projection)
     cfg.dcac.sie = False  # camera embedding (SIE) added to the CLS token (off in the paper)
     cfg.dcac.sie_coef = 1.0  # SIE coefficient
-    cfg.dcac.bnneck_momentum = 0.1  # BNNeck momentum (0.19 mimics the original's double BN call)
+    cfg.dcac.bnneck_momentum = 0.19  # BNNeck momentum: BN runs once per step; 0.19 = the original's 2 updates of 0.1
     cfg.dcac.flip_prob = 0.5  # re-ID view: horizontal flip probability
     cfg.dcac.padding = 10  # re-ID view: zero padding before the random crop
     cfg.dcac.re_prob = 0.5  # re-ID view: random erasing probability (fill 0.5 in normalised space)
@@ -160,6 +161,7 @@ def get_default_config() -> CN:
     cfg.dcac.noise_loss_begin_epoch = 1  # first epoch (1-based) with the denoising loss
     cfg.dcac.lr_mult = 1.0  # lr multiplier of prompts and LoRA
     cfg.dcac.memory_batch_size = 256  # batch size of the per-epoch prototype memory rebuild
+    cfg.dcac.vit_grad_checkpointing = False  # ViT activation checkpointing (same results, less memory)
 
     cfg.dcac.pcl = CN()
     cfg.dcac.pcl.temperature = 0.01  # prototype memory temperature
@@ -185,6 +187,7 @@ def get_default_config() -> CN:
     cfg.dcac.sd.beta_start = 0.00085  # scaled_linear schedule start
     cfg.dcac.sd.beta_end = 0.012  # scaled_linear schedule end
     cfg.dcac.sd.cache_vae_moments = False  # cache VAE posterior moments on disk (same semantics, faster)
+    cfg.dcac.sd.cache_dir = ""  # folder of the VAE moment cache ('' = <data.save_dir>/vae_cache)
     return cfg
 
 

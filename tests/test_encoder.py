@@ -55,7 +55,7 @@ def test_heads_init_and_eval_embedding(tiny_encoder):
     enc = tiny_encoder
     assert torch.all(enc.bnneck.weight == 1) and torch.all(enc.bnneck.bias == 0)
     assert 0.0005 < enc.fc.weight.std().item() < 0.002
-    assert enc.bnneck.momentum == 0.1
+    assert enc.bnneck.momentum == 0.19  # one BN call per step = the original's two updates of 0.1
     enc.eval()
     x = torch.randn(2, 3, 128, 64)
     f = enc.forward_features(x)
@@ -63,14 +63,21 @@ def test_heads_init_and_eval_embedding(tiny_encoder):
     torch.testing.assert_close(enc(x), expected)
 
 
-def test_bnneck_momentum_option():
-    enc = build_clip_reid_encoder(3, vision="tiny", image_size=(128, 64), bnneck_momentum=0.19)
+def test_bnneck_momentum_equals_the_originals_double_update():
+    enc = build_clip_reid_encoder(3, vision="tiny", image_size=(128, 64))
     enc.train()
     x = torch.randn(4, 3, 128, 64)
     f = enc.forward_features(x).detach()
     enc.bnneck(f)
-    torch.testing.assert_close(enc.bnneck.running_mean, 0.19 * f.mean(0))
     assert int(enc.bnneck.num_batches_tracked) == 1
+    # The original calls a momentum-0.1 BN twice on the same batch: 0.9*(0.9*0 + 0.1*m) + 0.1*m = 0.19*m.
+    ref = torch.nn.BatchNorm1d(f.shape[1], momentum=0.1)
+    ref(f)
+    ref(f)
+    torch.testing.assert_close(enc.bnneck.running_mean, ref.running_mean)
+    torch.testing.assert_close(enc.bnneck.running_var, ref.running_var)
+    enc01 = build_clip_reid_encoder(3, vision="tiny", image_size=(128, 64), bnneck_momentum=0.1)
+    assert enc01.bnneck.momentum == 0.1
 
 
 def test_wrong_input_size_raises(tiny_encoder):

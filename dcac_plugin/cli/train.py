@@ -43,16 +43,26 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     cfg = merge_config(get_default_config(), args.config_file or None, args.opts)
     if args.eval_only:
         cfg.test.evaluate = True
+    if cfg.test.visrank:
+        raise ConfigError("test.visrank is not supported by the plugin's engines; set it False")
+    if cfg.data.type != "image":
+        raise ConfigError(f"data.type must be 'image' (video re-ID is not supported); got '{cfg.data.type}'")
     if args.resume and not cfg.model.resume:
         cfg.model.resume = "auto"
     cfg.freeze()
     return cfg
 
 
-def setup_logging(save_dir: Path) -> logging.Handler:
-    """Log to ``save_dir/train.log`` and stderr; returns the file handler (removed at the end)."""
+def setup_logging(save_dir: Path, main_process: bool = True) -> logging.Handler:
+    """Log to ``save_dir/train.log`` and stderr; returns the file handler (removed at the end).
+
+    Under DDP only rank 0 writes the log; the other ranks log warnings and errors to stderr.
+    """
     save_dir.mkdir(parents=True, exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    if not main_process:
+        logging.getLogger().setLevel(logging.WARNING)
+        return logging.NullHandler()
     fh = logging.FileHandler(save_dir / "train.log", encoding="utf-8")
     fh.setFormatter(fmt)
     root = logging.getLogger()
@@ -76,13 +86,6 @@ def set_seed(seed: int, deterministic: bool) -> None:
         torch.cuda.manual_seed_all(seed)
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cudnn.benchmark = not deterministic
-
-
-def choose_device(cfg: CfgNode) -> torch.device:
-    """The run's single device decision."""
-    if cfg.use_gpu and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def protocol_of(cfg: CfgNode, target: str | None = None) -> dict[str, Any]:
@@ -145,8 +148,12 @@ def plugin_model_name(cfg: CfgNode) -> str:
     return name
 
 
-def build_engine(cfg: CfgNode, dm, device: torch.device, is_plugin: bool):
-    """Model, optimiser, scheduler and engine for the configured model."""
+def build_engine(cfg: CfgNode, dm, device: torch.device, is_plugin: bool, distributed: bool = False):
+    """Model, optimiser, scheduler and engine for the configured model.
+
+    Under DDP (``distributed``) the plugin model's BNNeck becomes a global-batch BatchNorm
+    (``train.dist_sync_bn``) before the optimiser is built.
+    """
     from dcac_plugin._torchreid import tr
     from dcac_plugin.engine.schedule import build_scheduler
     from dcac_plugin.models import build_model
@@ -157,18 +164,28 @@ def build_engine(cfg: CfgNode, dm, device: torch.device, is_plugin: bool):
         from dcac_plugin.engine.dcac_engine import DCACEngine
 
         model = build_model(plugin_model_name(cfg), num_classes, **model_kwargs(cfg, dm.num_train_cams))
+        if distributed and cfg.train.dist_sync_bn:
+            from dcac_plugin.distributed import convert_bnneck
+
+            convert_bnneck(model)
         model.to(device)
         groups = model.param_groups(cfg.train.lr, cfg.dcac.lr_mult, weight_decay=cfg.train.weight_decay)
         optimizer = torch.optim.Adam(groups, lr=cfg.train.lr,
                                      betas=(cfg.adam.beta1, cfg.adam.beta2), weight_decay=cfg.train.weight_decay)
         scheduler = make_scheduler(cfg, optimizer, build_scheduler, tr)
-        memory_loader = sequential_train_loader(dm, dm.transform_te, cfg.dcac.memory_batch_size, cfg.data.workers)
+        from dcac_plugin import distributed as dist_utils
+
+        if cfg.dcac.vit_grad_checkpointing:
+            model.encoder.image_encoder.set_grad_checkpointing(True)
+        memory_loader = sequential_train_loader(dm, dm.transform_te, cfg.dcac.memory_batch_size, cfg.data.workers,
+                                                rank=dist_utils.rank(), world_size=dist_utils.world_size())
         engine = DCACEngine(
             dm, model, optimizer, scheduler, memory_loader=memory_loader, device=device,
             id_weight=cfg.dcac.id_loss_weight, pcl_weight=cfg.dcac.pcl_loss_weight,
             ldm_weight=cfg.dcac.ldm_loss_weight, label_smooth=cfg.dcac.label_smooth,
             noise_loss_begin_epoch=cfg.dcac.noise_loss_begin_epoch, pcl_temperature=cfg.dcac.pcl.temperature,
             pcl_momentum=cfg.dcac.pcl.momentum, pcl_hard_update=cfg.dcac.pcl.hard_update, amp=cfg.train.amp,
+            noise_seed=cfg.train.seed,
         )
     else:
         from dcac_plugin.engine.torchreid_engines import TORCHREID_ENGINES
@@ -203,6 +220,43 @@ def build_engine(cfg: CfgNode, dm, device: torch.device, is_plugin: bool):
                                                   weight_x=cfg.loss.triplet.weight_x, scheduler=scheduler,
                                                   use_gpu=use_gpu, label_smooth=with_ls)
     return engine
+
+
+def distribute_train_loader(cfg: CfgNode, dm) -> None:
+    """Replace the train loader by one over a :class:`DistributedIdentitySampler` (P x K per rank)."""
+    from dcac_plugin import distributed as dist_utils
+    from dcac_plugin.data.samplers import DistributedIdentitySampler
+
+    if cfg.sampler.train_sampler != "RandomIdentitySampler":
+        raise ConfigError("distributed training needs sampler.train_sampler RandomIdentitySampler")
+    dataset = dm.train_loader.dataset
+    sampler = DistributedIdentitySampler(dataset.train, cfg.train.batch_size, cfg.sampler.num_instances,
+                                         num_replicas=dist_utils.world_size(), rank=dist_utils.rank(),
+                                         seed=cfg.train.seed)
+    dm.train_loader = torch.utils.data.DataLoader(
+        dataset, sampler=sampler, batch_size=cfg.train.batch_size, shuffle=False, num_workers=cfg.data.workers,
+        pin_memory=dm.use_gpu, drop_last=True)
+    logger.info("distributed P x K sampler: %d ranks x %d images = global batch %d", dist_utils.world_size(),
+                cfg.train.batch_size, dist_utils.world_size() * cfg.train.batch_size)
+
+
+def build_vae_cache(cfg: CfgNode, dm, model, device: torch.device):
+    """Compute (or load) the VAE posterior moments of every training image (rank 0 writes)."""
+    from dcac_plugin import distributed as dist_utils
+    from dcac_plugin.data.transforms import vae_transform
+    from dcac_plugin.data.vae_cache import VAEMomentCache
+
+    cache_dir = cfg.dcac.sd.cache_dir or str(Path(cfg.data.save_dir) / "vae_cache")
+    paths = [item[0] for item in dm.train_loader.dataset.train]
+    kwargs = dict(image_paths=paths, diffusion=model.diffusion, transform=vae_transform(cfg.dcac.sd.vae_image_size),
+                  cache_dir=cache_dir, batch_size=cfg.dcac.memory_batch_size, device=device)
+    if dist_utils.is_main_process():
+        cache = VAEMomentCache.build_or_load(**kwargs)
+        dist_utils.barrier()
+    else:
+        dist_utils.barrier()
+        cache = VAEMomentCache.build_or_load(**kwargs)
+    return cache
 
 
 def make_scheduler(cfg: CfgNode, optimizer, build_scheduler, tr):
@@ -246,37 +300,53 @@ def load_weights_for_eval(engine, cfg: CfgNode, is_plugin: bool) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run one training/evaluation job; returns the results record (also written to results.json)."""
+    from dcac_plugin import distributed as dist_utils
+
     args = parse_args(argv)
     cfg = setup_cfg(args)
     save_dir = Path(cfg.data.save_dir)
-    handler = setup_logging(save_dir)
     t_start = time.time()
+    distributed, device = dist_utils.init_from_env(cfg.use_gpu)
+    handler = setup_logging(save_dir, dist_utils.is_main_process())
     try:
-        return _run(cfg, args, save_dir, t_start)
+        return _run(cfg, args, save_dir, t_start, device, distributed)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+        if distributed:
+            dist_utils.cleanup()
 
 
-def _run(cfg: CfgNode, args: argparse.Namespace, save_dir: Path, t_start: float) -> dict[str, Any]:
+def _run(cfg: CfgNode, args: argparse.Namespace, save_dir: Path, t_start: float, device: torch.device,
+         distributed: bool) -> dict[str, Any]:
     import dcac_plugin
+    from dcac_plugin import distributed as dist_utils
     from dcac_plugin.data.manager import build_datamanager
     from dcac_plugin.engine.base import latest_checkpoint
     from dcac_plugin.models import PLUGIN_MODELS
     from dcac_plugin.utils.runinfo import device_description, git_commit, library_versions
 
-    atomic_write_text(cfg.dump(), save_dir / "config.yaml")
+    if dist_utils.is_main_process():
+        atomic_write_text(cfg.dump(), save_dir / "config.yaml")
     logger.info("config: %s (hash %s); output: %s", args.config_file or "<defaults>", config_hash(cfg), save_dir)
     set_seed(cfg.train.seed, cfg.train.deterministic)
-    device = choose_device(cfg)
     dcac_plugin.register()
     is_plugin = plugin_model_name(cfg) in PLUGIN_MODELS
-    vae_view = is_plugin and plugin_model_name(cfg).startswith("dcac_")
-    dm = build_datamanager(cfg, use_gpu=device.type == "cuda", plugin_views=is_plugin, vae_view=vae_view)
-    engine = build_engine(cfg, dm, device, is_plugin)
+    use_diffusion = is_plugin and plugin_model_name(cfg).startswith("dcac_")
+    use_cache = use_diffusion and cfg.dcac.sd.cache_vae_moments
+    dm = build_datamanager(cfg, use_gpu=device.type == "cuda", plugin_views=is_plugin,
+                           vae_view=use_diffusion and not use_cache)
+    if distributed:
+        distribute_train_loader(cfg, dm)
+    engine = build_engine(cfg, dm, device, is_plugin, distributed)
+    if use_cache and not cfg.test.evaluate:
+        engine.vae_cache = build_vae_cache(cfg, dm, engine.model, device)
+    # Same initial weights on every rank (seeded above); from here each rank's augmentations differ.
+    set_seed(cfg.train.seed + dist_utils.rank(), cfg.train.deterministic)
     engine.setup(device=device, save_dir=str(save_dir), eval_kwargs=eval_kwargs(cfg),
                  print_freq=cfg.train.print_freq, checkpoint_period=cfg.train.checkpoint_period,
-                 keep_checkpoints=cfg.train.keep_checkpoints)
+                 keep_checkpoints=cfg.train.keep_checkpoints, ddp=distributed,
+                 find_unused_parameters=is_plugin and (cfg.dcac.noise_loss_begin_epoch > 1 or cfg.dcac.cond.hard_label))
 
     init = "random"
     if is_plugin and cfg.dcac.clip_weights:
@@ -335,6 +405,10 @@ def _run(cfg: CfgNode, args: argparse.Namespace, save_dir: Path, t_start: float)
         "status": "ok",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if not dist_utils.is_main_process():
+        return {**record, "status": "worker"}
+    if distributed:
+        record["world_size"] = dist_utils.world_size()
     atomic_write_json(record, save_dir / "results.json")
     logger.info("results written to %s", save_dir / "results.json")
     return record

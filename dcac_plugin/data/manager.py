@@ -97,9 +97,15 @@ def build_datamanager(cfg: CfgNode, use_gpu: bool, plugin_views: bool, vae_view:
     return dm
 
 
-def sequential_train_loader(dm, transform, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
-    """The training set in a fixed order with ``transform`` (for the prototype memory and caches)."""
+def sequential_train_loader(dm, transform, batch_size: int, workers: int, rank: int = 0,
+                            world_size: int = 1) -> torch.utils.data.DataLoader:
+    """The training set in a fixed order with ``transform`` (for the prototype memory).
+
+    Under DDP each rank gets every ``world_size``-th image starting at ``rank``.
+    """
     dataset = copy.copy(dm.train_loader.dataset)
     dataset.transform = transform
+    if world_size > 1:
+        dataset = torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                        num_workers=workers, drop_last=False)

@@ -12,15 +12,14 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
+from dcac_plugin import distributed as dist_utils
 from dcac_plugin.utils.io import atomic_torch_save
 
 logger = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ class PluginEngineMixin:
 
     def setup(self, *, device: torch.device, save_dir: str, eval_kwargs: dict[str, Any],
               print_freq: int = 20, checkpoint_period: int = 1, keep_checkpoints: int = 2,
-              extra_state: Callable[[], dict] | None = None) -> None:
+              ddp: bool = False, find_unused_parameters: bool = False) -> None:
         """Finish construction.
 
         Args:
@@ -86,6 +85,9 @@ class PluginEngineMixin:
             print_freq: log the running losses every N batches.
             checkpoint_period: write a checkpoint every N epochs (and always at the end).
             keep_checkpoints: how many periodic checkpoints to keep.
+            ddp: wrap the model in ``DistributedDataParallel`` for training (process group
+                already initialised); evaluation and checkpoints use the plain model on rank 0.
+            find_unused_parameters: DDP option (parameters without gradient in some steps).
         """
         self.device = device
         self.save_dir = Path(save_dir)
@@ -96,15 +98,30 @@ class PluginEngineMixin:
         self.global_step = 0
         self.last_results: dict[str, dict[str, float]] = {}
         self.epoch = 0
+        self.train_model = self.raw_model()
+        if ddp:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.train_model = DistributedDataParallel(
+                self.raw_model(), device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=find_unused_parameters)
+            if self.uses_torchreid_step:
+                self.model = self.train_model  # torchreid's forward_backward calls self.model
+
+    uses_torchreid_step = True  # torchreid's forward_backward (self.model); the DCAC engine sets False
+
+    def raw_model(self) -> torch.nn.Module:
+        """The model without any DDP wrapper."""
+        return self._models["model"]
 
     # ------------------------------------------------------------------ state
     def model_state(self) -> dict[str, torch.Tensor]:
         """What is trained (engines with frozen parts override this)."""
-        return self.model.state_dict()
+        return self.raw_model().state_dict()
 
     def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
         """Inverse of :meth:`model_state`."""
-        self.model.load_state_dict(state)
+        self.raw_model().load_state_dict(state)
 
     def extra_state(self) -> dict[str, Any]:
         """Engine-specific state to checkpoint (e.g. the prototype memory)."""
@@ -113,8 +130,11 @@ class PluginEngineMixin:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`extra_state`."""
 
-    def save_checkpoint(self, epoch: int) -> Path:
-        """Atomically write ``checkpoint_ep{epoch}.pth`` (epoch = completed epochs)."""
+    def save_checkpoint(self, epoch: int) -> Path | None:
+        """Atomically write ``checkpoint_ep{epoch}.pth`` (epoch = completed epochs; rank 0 only)."""
+        if not dist_utils.is_main_process():
+            dist_utils.barrier()
+            return None
         state = {
             "epoch": epoch,
             "global_step": self.global_step,
@@ -131,6 +151,7 @@ class PluginEngineMixin:
         path = atomic_torch_save(state, self.save_dir / f"checkpoint_ep{epoch}.pth")
         self._prune_checkpoints()
         logger.info("saved %s", path)
+        dist_utils.barrier()
         return path
 
     def _prune_checkpoints(self) -> None:
@@ -165,7 +186,10 @@ class PluginEngineMixin:
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> dict[str, float]:
         """One epoch: progress bar, running losses to the log and tensorboard, then the LR step."""
         self.set_model_mode("train")
-        self.two_stepped_transfer_learning(self.epoch, fixbase_epoch, open_layers)
+        self.two_stepped_transfer_learning(self.epoch, fixbase_epoch, open_layers, model=self.raw_model())
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
         self.on_epoch_start()
         self.set_model_mode("train")
         sums: dict[str, float] = {}
@@ -201,7 +225,7 @@ class PluginEngineMixin:
         from torch.utils.tensorboard import SummaryWriter
 
         self.max_epoch = max_epoch
-        if self.writer is None:
+        if self.writer is None and dist_utils.is_main_process():
             self.writer = SummaryWriter(log_dir=str(self.save_dir / "tensorboard"))
         try:
             for self.epoch in range(start_epoch, max_epoch):
@@ -218,13 +242,14 @@ class PluginEngineMixin:
             self.epoch = max_epoch
             results = self.evaluate()
         finally:
-            self.writer.flush()
+            if self.writer is not None:
+                self.writer.flush()
         return results
 
     # ------------------------------------------------------------- evaluation
     def extract_features(self, x: torch.Tensor) -> torch.Tensor:
         """Eval-mode embedding ``[B, D]`` in fp32."""
-        return self.model(x).float()
+        return self.raw_model()(x).float()
 
     @torch.no_grad()
     def _features(self, loader) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -238,9 +263,15 @@ class PluginEngineMixin:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, float]]:
-        """Evaluate every target; returns ``{target: {mAP, rank1, rank5, rank10, mINP}}`` in percent."""
+        """Evaluate every target; returns ``{target: {mAP, rank1, rank5, rank10, mINP}}`` in percent.
+
+        Under DDP only rank 0 evaluates (the others wait and return ``{}``).
+        """
         from dcac_plugin.evaluation import evaluate_features
 
+        if not dist_utils.is_main_process():
+            dist_utils.barrier()
+            return {}
         self.set_model_mode("eval")
         results: dict[str, dict[str, float]] = {}
         for name, loaders in self.test_loader.items():
@@ -258,9 +289,6 @@ class PluginEngineMixin:
                     self.writer.add_scalar(f"Test/{name}/{k}", v, self.epoch)
         self.last_results = results
         self.set_model_mode("train")
+        dist_utils.barrier()
         return results
 
-
-def l2n(x: torch.Tensor) -> torch.Tensor:
-    """L2-normalise rows."""
-    return F.normalize(x, dim=1)

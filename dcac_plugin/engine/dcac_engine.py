@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dcac_plugin import distributed as dist_utils
 from dcac_plugin._torchreid import tr
 from dcac_plugin.engine.base import NonFiniteLossError, PluginEngineMixin
 from dcac_plugin.engine.memory import PrototypeMemory
@@ -32,12 +33,21 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
         pcl_temperature, pcl_momentum, pcl_hard_update: prototype memory settings.
         amp: ``'off' | 'fp16' | 'bf16'``.
         device: the run's device.
+        noise_seed: seed of the per-step generator of diffusion timesteps and noises: step ``s``
+            draws from ``Generator().manual_seed(noise_seed, s)`` for the whole (global) batch, so
+            a run is reproducible, resumes exactly, and a batch split over DDP ranks gets the
+            noise one process would draw.
+        vae_cache: optional :class:`dcac_plugin.data.vae_cache.VAEMomentCache`; the step then
+            reads the VAE posterior moments by image path instead of running the VAE encoder.
     """
+
+    uses_torchreid_step = False
 
     def __init__(self, datamanager, model, optimizer, scheduler, *, memory_loader, device: torch.device,
                  id_weight: float = 1.0, pcl_weight: float = 1.0, ldm_weight: float = 1.0,
                  label_smooth: float = 0.1, noise_loss_begin_epoch: int = 1, pcl_temperature: float = 0.01,
-                 pcl_momentum: float = 0.2, pcl_hard_update: bool = True, amp: str = "off") -> None:
+                 pcl_momentum: float = 0.2, pcl_hard_update: bool = True, amp: str = "off",
+                 noise_seed: int = 0, vae_cache=None) -> None:
         super().__init__(datamanager, use_gpu=device.type == "cuda")
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.register_model("model", model, optimizer, scheduler)
@@ -55,6 +65,9 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
             raise ValueError("train.amp fp16 needs CUDA; use bf16 on CPU or off")
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
         self.device = device
+        self.noise_seed = int(noise_seed)
+        self.vae_cache = vae_cache
+        self.train_model = model
         cond = getattr(model, "condition", None)
         self.needs_memory = cond is not None and cond.prob_type in ("pcl", "fc+pcl")
 
@@ -82,7 +95,12 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
 
     @torch.no_grad()
     def rebuild_memory(self) -> None:
-        """Spec §5.2: prototypes = normalised per-label means of eval-mode after-BN features."""
+        """Spec §5.2: prototypes = normalised per-label means of eval-mode after-BN features.
+
+        Under DDP each rank encodes its shard of the training set (the memory loader is
+        sharded by the caller) and the features are all-gathered, so every rank builds the
+        same memory.
+        """
         self.model.eval()
         feats, labels = [], []
         for data in self.memory_loader:
@@ -93,7 +111,9 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
                 f = self.model(x.to(self.device))
             feats.append(f.float())
             labels.append(data["pid"].to(self.device))
-        self.memory.build(torch.cat(feats), torch.cat(labels))
+        f_all = dist_utils.all_gather_cat(torch.cat(feats))
+        y_all = dist_utils.all_gather_cat(torch.cat(labels))
+        self.memory.build(f_all, y_all)
         self.model.train()
 
     def on_epoch_start(self) -> None:
@@ -105,6 +125,25 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
         return self.model.diffusion is not None and self.ldm_weight > 0 and \
             self.epoch + 1 >= self.noise_loss_begin_epoch
 
+    def _ldm_inputs(self, data: dict, x_vae: torch.Tensor | None) -> dict[str, Any]:
+        """VAE view or cached moments, plus this step's timesteps and noises (see ``noise_seed``)."""
+        diffusion = self.model.diffusion
+        if self.vae_cache is not None:
+            moments = self.vae_cache.lookup(list(data["impath"]), device=self.device)
+            inputs: dict[str, Any] = {"vae_moments": moments}
+            b, hw = moments.shape[0], tuple(moments.shape[-2:])
+        else:
+            if x_vae is None:
+                raise RuntimeError("the DCAC engine needs the VAE view: build the data manager with vae_view=True")
+            inputs = {"x_vae": x_vae.to(self.device, non_blocking=True)}
+            b = x_vae.shape[0]
+            hw = (x_vae.shape[-2] // diffusion.vae_downsample, x_vae.shape[-1] // diffusion.vae_downsample)
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(self.noise_seed * 1_000_003 + self.global_step)
+        world, rank = dist_utils.world_size(), dist_utils.rank()
+        inputs["ldm_noise"] = diffusion.draw_noise(b, hw, gen, self.device, offset=rank * b, total=world * b)
+        return inputs
+
     def forward_backward(self, data: dict) -> dict[str, float]:
         imgs = data["img"]
         x_vae = None
@@ -113,12 +152,10 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
         x = imgs.to(self.device, non_blocking=True)
         pids = data["pid"].to(self.device)
         use_ldm = self.use_ldm()
-        if use_ldm and x_vae is None:
-            raise RuntimeError("the DCAC engine needs the VAE view: build the data manager with vae_view=True")
+        ldm_inputs = self._ldm_inputs(data, x_vae) if use_ldm else {}
         memory = self.memory.snapshot() if self.needs_memory else None
         with self._autocast():
-            out = self.model(x, x_vae=x_vae.to(self.device, non_blocking=True) if use_ldm else None,
-                             labels=pids, memory=memory)
+            out = self.train_model(x, labels=pids, memory=memory, **ldm_inputs)
             logits = out["logits"].float()
             loss_id = F.cross_entropy(logits, pids, label_smoothing=self.label_smooth)
             loss_pcl = self.memory.loss(out["z"].float(), pids) if self.pcl_weight > 0 else logits.new_zeros(())

@@ -7,7 +7,8 @@ similarity to its current prototype (the hardest; first one on ties) updates it 
 ``M_k ← normalise(momentum·M_k + (1 − momentum)·z_hard)`` with momentum 0.2 (weight of the OLD
 prototype). Calling ``loss(...)`` without a later ``backward()`` therefore leaves the memory
 untouched (e.g. under ``torch.no_grad()``); with a GradScaler the update happens even on skipped
-steps, like the original (spec §11 item 21).
+steps, like the original (spec §11 item 21). Under DDP the update uses the global batch
+(all-gathered), keeping the memory identical on every rank.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import logging
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from dcac_plugin.distributed import all_gather_cat
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,9 @@ class _MemoryLogits(torch.autograd.Function):
         memory = ctx.memory
         grad_z = grad_out.mm(memory.to(grad_out.dtype)) if ctx.needs_input_grad[0] else None
         with torch.no_grad():
+            # Under DDP every rank applies the update of the global batch (rank order), so the
+            # memories stay identical and equal to one process on the concatenated batch.
+            z, labels = all_gather_cat(z.detach()), all_gather_cat(labels)
             if ctx.hard:
                 _hard_update(memory, z, labels, ctx.momentum)
             else:

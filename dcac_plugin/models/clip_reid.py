@@ -120,7 +120,7 @@ class CLIPReIDEncoder(nn.Module):
         num_classes: N training identities.
         num_cams: >0 enables the camera embedding (SIE); 0 (default) disables it.
         sie_coef: multiplier of the camera embedding (the original uses none, i.e. 1.0).
-        bnneck_momentum: BN running-stat momentum; 0.1 default, 0.19 reproduces the original's
+        bnneck_momentum: BN running-stat momentum; default 0.19 reproduces the original's
             double BN call per step (spec §11 item 4).
         freeze_patch_proj: freeze ``conv1`` (spec §2.4).
     """
@@ -131,7 +131,7 @@ class CLIPReIDEncoder(nn.Module):
         num_classes: int,
         num_cams: int = 0,
         sie_coef: float = 1.0,
-        bnneck_momentum: float = 0.1,
+        bnneck_momentum: float = 0.19,
         freeze_patch_proj: bool = True,
     ) -> None:
         super().__init__()
@@ -207,7 +207,7 @@ def build_clip_reid_encoder(
     freeze_patch_proj: bool = True,
     num_cams: int = 0,
     sie_coef: float = 1.0,
-    bnneck_momentum: float = 0.1,
+    bnneck_momentum: float = 0.19,
 ) -> CLIPReIDEncoder:
     """Build the encoder and optionally load CLIP weights from a local file.
 

@@ -77,6 +77,7 @@ class DCAC(nn.Module):
         memory: torch.Tensor | None = None,
         cam_ids: torch.Tensor | None = None,
         vae_moments: torch.Tensor | None = None,
+        ldm_noise: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor | dict[str, torch.Tensor]:
         """See the class docstring for the contract.
 
@@ -87,6 +88,8 @@ class DCAC(nn.Module):
             memory: [N, D] detached clone of the PCL memory ('pcl' / 'fc+pcl' conditioning).
             cam_ids: [B] camera ids (SIE only).
             vae_moments: [B, 2C, h, w] cached VAE posterior moments instead of ``x_vae``.
+            ldm_noise: optional ``{'t', 'noise', 'posterior_noise'}`` for the denoising loss
+                (see ``DiffusionBranch.draw_noise``); default: drawn from the global RNG.
         """
         if not self.training:
             return self.encoder(x, cam_ids)
@@ -104,7 +107,7 @@ class DCAC(nn.Module):
                     )
             cond = self.condition(logits, z=z, memory=memory, labels=labels)
             out["cond"] = cond
-            out["loss_ldm"] = self.diffusion(cond, x_vae=x_vae, vae_moments=vae_moments)
+            out["loss_ldm"] = self.diffusion(cond, x_vae=x_vae, vae_moments=vae_moments, **(ldm_noise or {}))
         return out
 
     # ----------------------------------------------------------------------------- state handling
@@ -235,7 +238,7 @@ def build_dcac(
     freeze_patch_proj: bool = True,
     num_cams: int = 0,
     sie_coef: float = 1.0,
-    bnneck_momentum: float = 0.1,
+    bnneck_momentum: float = 0.19,
     diffusion: bool = True,
     unet: str | os.PathLike | dict = "sd15",
     vae: str | os.PathLike | dict = "sd15",

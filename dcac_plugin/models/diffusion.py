@@ -199,11 +199,12 @@ class DiffusionBranch(nn.Module):
         """
         return self.vae.encode(x_vae).latent_dist.parameters
 
-    def sample_latents(self, moments: torch.Tensor) -> torch.Tensor:
+    def sample_latents(self, moments: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
         """z0 = scale · (mean + std·ε_post), logvar clamped to [-30, 20]; fresh ε_post each call.
 
         Args:
             moments: [B, 2C, h, w].
+            eps: [B, C, h, w] posterior noise ε_post; default standard normal (global RNG).
 
         Returns:
             [B, C, h, w] scaled latent (no gradient).
@@ -216,7 +217,25 @@ class DiffusionBranch(nn.Module):
         moments = moments.detach()
         mean, logvar = moments.float().chunk(2, dim=1)
         std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-        return self.scaling_factor * (mean + std * torch.randn_like(mean))
+        if eps is None:  # drawn in the logical shape, so a seed gives the same eps whatever the layout
+            eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype)
+        return self.scaling_factor * (mean + std * eps.to(mean.dtype))
+
+    def draw_noise(self, batch: int, latent_hw: tuple[int, int], generator: torch.Generator,
+                   device: torch.device | str, offset: int = 0, total: int | None = None) -> dict[str, torch.Tensor]:
+        """Timesteps and noises of one step from ``generator``, for samples ``offset:offset+batch``.
+
+        All ``total`` samples of the (global) batch are drawn and this slice returned, so a
+        batch split over ranks gets exactly the noise one process would draw for the whole
+        batch. Returns ``{'t' [B], 'noise' [B,C,h,w], 'posterior_noise' [B,C,h,w]}``.
+        """
+        total = batch if total is None else total
+        shape = (total, self.latent_channels, *latent_hw)
+        t = torch.randint(0, self.num_train_timesteps, (total,), generator=generator, device=device)
+        noise = torch.randn(shape, generator=generator, device=device)
+        post = torch.randn(shape, generator=generator, device=device)
+        sl = slice(offset, offset + batch)
+        return {"t": t[sl], "noise": noise[sl], "posterior_noise": post[sl]}
 
     def add_noise(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t = √ᾱ_t·z0 + √(1−ᾱ_t)·ε: [B, C, h, w]."""
@@ -231,6 +250,7 @@ class DiffusionBranch(nn.Module):
         vae_moments: torch.Tensor | None = None,
         t: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        posterior_noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoising loss L_ldm = mean((ε̂(x_t, t, c) − ε)²).
 
@@ -240,6 +260,7 @@ class DiffusionBranch(nn.Module):
             vae_moments: [B, 2C, h, w] cached posterior moments.
             t: [B] timesteps; default uniform in {0..T-1} (global RNG of the device).
             noise: [B, C, h, w] ε; default standard normal.
+            posterior_noise: [B, C, h, w] ε_post of the VAE posterior sample; default standard normal.
 
         Returns:
             Scalar loss (fp32).
@@ -250,14 +271,14 @@ class DiffusionBranch(nn.Module):
             raise ValueError(f"cond must be [B, L, {self.context_dim}], got {tuple(cond.shape)}")
         if vae_moments is None:
             vae_moments = self.encode_moments(x_vae)
-        z0 = self.sample_latents(vae_moments)
+        z0 = self.sample_latents(vae_moments, posterior_noise)
         b = z0.shape[0]
         if cond.shape[0] != b:
             raise ValueError(f"cond batch {cond.shape[0]} != image batch {b}")
         if t is None:
             t = torch.randint(0, self.num_train_timesteps, (b,), device=z0.device)
         if noise is None:
-            noise = torch.randn_like(z0)
+            noise = torch.randn(z0.shape, device=z0.device, dtype=z0.dtype)
         x_t = self.add_noise(z0, noise, t)
         eps_hat = self.unet(x_t, t, encoder_hidden_states=cond).sample
         return F.mse_loss(eps_hat.float(), noise.float())
