@@ -136,7 +136,6 @@ def model_kwargs(cfg: CfgNode, num_cams: int) -> dict[str, Any]:
         num_train_timesteps=d.sd.num_train_timesteps,
         beta_start=d.sd.beta_start,
         beta_end=d.sd.beta_end,
-        grad_checkpointing=d.sd.grad_checkpointing,
     )
 
 
@@ -177,6 +176,8 @@ def build_engine(cfg: CfgNode, dm, device: torch.device, is_plugin: bool, distri
 
         if cfg.dcac.vit_grad_checkpointing:
             model.encoder.image_encoder.set_grad_checkpointing(True)
+        if cfg.dcac.sd.grad_checkpointing and model.diffusion is not None:
+            model.diffusion.set_grad_checkpointing(True)
         memory_loader = sequential_train_loader(dm, dm.transform_te, cfg.dcac.memory_batch_size, cfg.data.workers,
                                                 rank=dist_utils.rank(), world_size=dist_utils.world_size())
         engine = DCACEngine(
@@ -417,14 +418,18 @@ def _run(cfg: CfgNode, args: argparse.Namespace, save_dir: Path, t_start: float,
 def cli() -> None:
     """Console entry point: exit 2 with a one-line message on bad input, no traceback."""
     from dcac_plugin.data.datasets import DatasetLayoutError
+    from dcac_plugin.engine.base import NonFiniteLossError
+    from dcac_plugin.models.weights import WeightLoadError
 
     try:
         record = main(sys.argv[1:])
-    except (ConfigError, DatasetLayoutError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, DatasetLayoutError, FileNotFoundError, ValueError, NonFiniteLossError,
+            WeightLoadError) as e:
         logging.getLogger("dcac_plugin").error("%s", e)
         sys.stderr.write(f"error: {e}\n")
         raise SystemExit(2) from None
-    sys.stdout.write(json.dumps(record["results"], indent=2) + "\n")
+    if record.get("status") == "ok":
+        sys.stdout.write(json.dumps(record["results"], indent=2) + "\n")
 
 
 if __name__ == "__main__":

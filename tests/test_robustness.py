@@ -1,0 +1,111 @@
+"""Interruption and resume, non-finite losses, precision and memory options (issue 6)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcac_plugin.cli.train import build_engine, main, set_seed
+from dcac_plugin.config import get_default_config, merge_config
+from dcac_plugin.data.manager import build_datamanager
+from dcac_plugin.engine.base import NonFiniteLossError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["data.workers", "0", "train.batch_size", "16", "test.batch_size", "64"]
+
+
+def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_metrics(synthetic_tiny_root, tmp_path):
+    cfg = str(ROOT / "configs/demo/dcac_tiny.yaml")
+    common = ["data.root", str(synthetic_tiny_root), *TINY, "train.max_epoch", "4", "train.checkpoint_period", "1"]
+    out = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, str(ROOT / "tools/train.py"), "--config-file", cfg, *common, "data.save_dir", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (out / "checkpoint_ep1.pth").exists():
+        assert proc.poll() is None, "training ended before the first checkpoint"
+        assert time.time() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists()
+    assert not list(out.glob(".*.tmp"))  # the atomic writer leaves no partial files behind
+    resumed = main(["--config-file", cfg, "--resume", *common, "data.save_dir", str(out)])
+    assert "resumed from" in (out / "train.log").read_text()
+    straight = main(["--config-file", cfg, *common, "data.save_dir", str(tmp_path / "straight")])
+    for k, v in straight["results"]["msmt17"].items():
+        assert resumed["results"]["msmt17"][k] == pytest.approx(v, abs=1e-4), k
+    assert sorted(p.name for p in out.glob("checkpoint_ep*.pth")) == ["checkpoint_ep3.pth", "checkpoint_ep4.pth"]
+
+
+def _tiny_engine(root: Path, tmp_path: Path, *opts: str):
+    cfg = merge_config(get_default_config(), str(ROOT / "configs/demo/dcac_tiny.yaml"),
+                       ["data.root", str(root), "data.save_dir", str(tmp_path), "data.targets", "market1501",
+                        *TINY, *opts])
+    set_seed(cfg.train.seed, True)
+    dm = build_datamanager(cfg, use_gpu=False, plugin_views=True, vae_view=True)
+    engine = build_engine(cfg, dm, torch.device("cpu"), is_plugin=True)
+    engine.setup(device=torch.device("cpu"), save_dir=str(tmp_path), eval_kwargs={})
+    engine.epoch, engine.max_epoch = 0, 1
+    engine.rebuild_memory()
+    return engine
+
+
+def _batch(n: int = 8):
+    g = torch.Generator().manual_seed(0)
+    return {"img": [torch.randn(n, 3, 128, 64, generator=g), torch.rand(n, 3, 64, 64, generator=g) * 2 - 1],
+            "pid": torch.arange(n // 4).repeat_interleave(4), "impath": [f"{i}.jpg" for i in range(n)]}
+
+
+def test_non_finite_loss_stops_with_the_step_and_every_term(synthetic_tiny_root, tmp_path):
+    engine = _tiny_engine(synthetic_tiny_root, tmp_path)
+    before = {k: v.detach().clone() for k, v in engine.model.named_parameters()}
+    memory = engine.memory.features.clone()
+    batch = _batch()
+    batch["img"][0][0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1: loss_id=nan, loss_pcl=nan, loss_ldm="):
+        engine.forward_backward(batch)
+    # No optimiser step and no memory update happened (the run stops; the last checkpoint is intact).
+    assert all(torch.equal(before[k], p) for k, p in engine.model.named_parameters())
+    assert torch.equal(engine.memory.features, memory)
+
+
+def test_bf16_autocast_step_on_cpu(synthetic_tiny_root, tmp_path):
+    engine = _tiny_engine(synthetic_tiny_root, tmp_path, "train.amp", "bf16")
+    summary = engine.forward_backward(_batch())
+    assert all(torch.isfinite(torch.tensor(v)) for v in summary.values())
+    fp32 = _tiny_engine(synthetic_tiny_root, tmp_path / "fp32").forward_backward(_batch())
+    assert summary["loss_id"] == pytest.approx(fp32["loss_id"], rel=2e-2)
+
+
+def test_grad_checkpointing_options_give_the_same_update(synthetic_tiny_root, tmp_path):
+    a = _tiny_engine(synthetic_tiny_root, tmp_path / "a")
+    b = _tiny_engine(synthetic_tiny_root, tmp_path / "b", "dcac.vit_grad_checkpointing", "True",
+                     "dcac.sd.grad_checkpointing", "True")
+    assert b.model.encoder.image_encoder.transformer.grad_checkpointing
+    assert b.model.diffusion.unet.is_gradient_checkpointing
+    assert not a.model.diffusion.unet.is_gradient_checkpointing
+    ra, rb = a.forward_backward(_batch()), b.forward_backward(_batch())
+    assert ra == pytest.approx(rb, rel=1e-5, abs=1e-6)
+    sa, sb = a.model.trainable_state_dict(), b.model.trainable_state_dict()
+    for k in sa:
+        torch.testing.assert_close(sb[k], sa[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_vae_cache_option_trains_and_matches_the_online_vae(synthetic_tiny_root, tmp_path):
+    cfg = str(ROOT / "configs/demo/dcac_tiny.yaml")
+    common = ["data.root", str(synthetic_tiny_root), *TINY, "train.max_epoch", "1"]
+    online = main(["--config-file", cfg, *common, "data.save_dir", str(tmp_path / "online")])
+    cached = main(["--config-file", cfg, *common, "data.save_dir", str(tmp_path / "cached"),
+                   "dcac.sd.cache_vae_moments", "True"])
+    assert list((tmp_path / "cached" / "vae_cache").glob("vae_moments_*.safetensors"))
+    for k, v in online["results"]["msmt17"].items():
+        assert cached["results"]["msmt17"][k] == pytest.approx(v, abs=1e-3), k
+    log = json.dumps(cached)
+    assert "ok" in log
