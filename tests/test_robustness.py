@@ -109,3 +109,16 @@ def test_vae_cache_option_trains_and_matches_the_online_vae(synthetic_tiny_root,
         assert cached["results"]["msmt17"][k] == pytest.approx(v, abs=1e-3), k
     log = json.dumps(cached)
     assert "ok" in log
+
+
+def test_sie_camera_embedding_trains_and_evaluates_in_domain(synthetic_tiny_root, tmp_path):
+    engine = _tiny_engine(synthetic_tiny_root, tmp_path, "dcac.sie", "True")
+    cam_emb = engine.model.encoder.cam_emb
+    assert cam_emb.shape[0] == 6  # the 6 Market cameras
+    batch = _batch()
+    batch["camid"] = torch.tensor([0, 1, 2, 3, 4, 5, 0, 1])
+    before = cam_emb.detach().clone()
+    engine.forward_backward(batch)
+    assert cam_emb.grad is not None and not torch.equal(cam_emb.detach(), before)
+    metrics = engine.evaluate()["market1501"]
+    assert 0.0 <= metrics["mAP"] <= 100.0

@@ -70,6 +70,7 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
         self.train_model = model
         cond = getattr(model, "condition", None)
         self.needs_memory = cond is not None and cond.prob_type in ("pcl", "fc+pcl")
+        self.uses_sie = getattr(model.encoder, "cam_emb", None) is not None
 
     # --------------------------------------------------------------- state
     def model_state(self) -> dict[str, torch.Tensor]:
@@ -107,8 +108,9 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
             x = data["img"]
             if isinstance(x, (list, tuple)):
                 x = x[0]
+            cams = data["camid"].to(self.device) if self.uses_sie else None
             with self._autocast():
-                f = self.model(x.to(self.device))
+                f = self.model(x.to(self.device), cam_ids=cams)
             feats.append(f.float())
             labels.append(data["pid"].to(self.device))
         f_all = dist_utils.all_gather_cat(torch.cat(feats))
@@ -155,7 +157,8 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
         ldm_inputs = self._ldm_inputs(data, x_vae) if use_ldm else {}
         memory = self.memory.snapshot() if self.needs_memory else None
         with self._autocast():
-            out = self.train_model(x, labels=pids, memory=memory, **ldm_inputs)
+            cams = data["camid"].to(self.device) if self.uses_sie else None
+            out = self.train_model(x, labels=pids, memory=memory, cam_ids=cams, **ldm_inputs)
             logits = out["logits"].float()
             loss_id = F.cross_entropy(logits, pids, label_smoothing=self.label_smooth)
             loss_pcl = self.memory.loss(out["z"].float(), pids) if self.pcl_weight > 0 else logits.new_zeros(())
@@ -174,6 +177,22 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
         self.scaler.update()
         acc = (logits.argmax(1) == pids).float().mean().item() * 100
         return {"loss": loss.item(), **terms, "acc": acc}
+
+    @torch.no_grad()
+    def _features(self, loader):
+        """Eval features; with SIE the camera ids of the test images index the camera embedding
+        (they must be training cameras, i.e. in-domain evaluation)."""
+        if not self.uses_sie:
+            return super()._features(loader)
+        import numpy as np
+
+        feats, pids, camids = [], [], []
+        for data in loader:
+            imgs, p, c = self.parse_data_for_eval(data)
+            feats.append(self.raw_model()(imgs.to(self.device), cam_ids=c.to(self.device)).float().cpu())
+            pids.append(p.numpy())
+            camids.append(c.numpy())
+        return torch.cat(feats), np.concatenate(pids), np.concatenate(camids)
 
     def two_stepped_transfer_learning(self, epoch, fixbase_epoch, open_layers, model=None) -> None:
         """Not part of the method (all parts train from epoch 1)."""
