@@ -14,6 +14,9 @@ draws the same inputs from the same seed):
   timed loop), then ``vae_moments=`` instead of ``x_vae`` (the cache option: no VAE encoder per step).
 * ``DCAC bf16 autocast`` — ``torch.autocast(device_type, dtype=torch.bfloat16)`` as ``train.amp bf16``.
 * ``DCAC fp32 + grad checkpointing`` — builder kwarg ``grad_checkpointing=True`` (ViT blocks and UNet).
+* ``DCAC fp32, 2 ranks`` — two CPU processes (gloo), DDP over the trainable parameters, each with half
+  of the same global batch and ``threads // 2`` threads; the BNNeck uses global-batch statistics and
+  the memory update is all-gathered, as in training. Images/s counts the global batch.
 
 Configs: tiny (``dcac_tiny`` / ``clip_reid_tiny``, input 128x64, VAE view 64x64, N=751, batch 32) on
 CPU; real (``dcac_vit_b16`` / ``clip_reid_vit_b16``, 256x128, VAE view 128x128, N=751, LoRA rank 8,
@@ -79,6 +82,7 @@ class Row:
     amp: str = "off"  # 'off' | 'bf16'
     cache_moments: bool = False
     grad_ckpt: bool = False
+    ranks: int = 1  # > 1: DDP over that many CPU processes (gloo), the batch split between them
 
 
 ROWS = [
@@ -88,8 +92,9 @@ ROWS = [
     Row("bf16", "DCAC bf16 autocast", dcac=True, amp="bf16"),
     Row("ckpt", "DCAC fp32 + grad checkpointing", dcac=True, grad_ckpt=True),
     Row("base_bf16", "baseline (CLIP-ReID) bf16 autocast", dcac=False, amp="bf16"),
+    Row("ddp2", "DCAC fp32, 2 ranks (DDP, gloo; batch split)", dcac=True, ranks=2),
 ]
-DEFAULT_ROWS = "base,dcac,cache,bf16,ckpt"
+DEFAULT_ROWS = "base,dcac,cache,bf16,ckpt,ddp2"
 
 
 def _reset_rss_peak() -> bool:
@@ -117,10 +122,12 @@ def measure(
     import torch
     import torch.nn.functional as F
 
+    from dcac_plugin import distributed as dist_utils
     from dcac_plugin.engine.memory import PrototypeMemory
     from dcac_plugin.models import build_model
 
-    torch.set_num_threads(threads)
+    world, rank = dist_utils.world_size(), dist_utils.rank()
+    torch.set_num_threads(max(1, threads // world))
     device = torch.device(device_str)
     cfg = CONFIGS[cfg_name]
     torch.manual_seed(0)
@@ -130,7 +137,10 @@ def measure(
     if row.grad_ckpt:
         kwargs["grad_checkpointing"] = True
     t0 = time.perf_counter()
-    model = build_model(cfg["dcac"] if row.dcac else cfg["base"], NUM_CLASSES, **kwargs).to(device).train()
+    model = build_model(cfg["dcac"] if row.dcac else cfg["base"], NUM_CLASSES, **kwargs)
+    if world > 1:
+        dist_utils.convert_bnneck(model)
+    model = model.to(device).train()
     build_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -149,6 +159,13 @@ def measure(
     x = torch.randn(batch, 3, h, w, generator=g).to(device)
     x_vae = (torch.rand(batch, 3, s, s, generator=g) * 2 - 1).to(device)
     pids = torch.randint(0, NUM_CLASSES, (batch,), generator=g).to(device)
+    fwd = model
+    if world > 1:  # this rank's half of the same global batch, DDP over the trainable parameters
+        from torch.nn.parallel import DistributedDataParallel
+
+        part = slice(rank * batch // world, (rank + 1) * batch // world)
+        x, x_vae, pids = x[part], x_vae[part], pids[part]
+        fwd = DistributedDataParallel(model)
     moments = model.diffusion.encode_moments(x_vae) if (row.dcac and row.cache_moments) else None
 
     def step() -> dict[str, float]:
@@ -156,11 +173,11 @@ def measure(
         amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if row.amp == "bf16" else None
         with amp if amp is not None else nullcontext():
             if not row.dcac:
-                out = model(x, labels=pids, memory=mem)
+                out = fwd(x, labels=pids, memory=mem)
             elif moments is not None:
-                out = model(x, vae_moments=moments, labels=pids, memory=mem)
+                out = fwd(x, vae_moments=moments, labels=pids, memory=mem)
             else:
-                out = model(x, x_vae=x_vae, labels=pids, memory=mem)
+                out = fwd(x, x_vae=x_vae, labels=pids, memory=mem)
             logits = out["logits"].float()
             loss_id = F.cross_entropy(logits, pids, label_smoothing=0.1)
             loss_pcl = memory.loss(out["z"].float(), pids)
@@ -221,10 +238,19 @@ def measure(
     }
 
 
-def _child(q, *args) -> None:
+def _child(q, rank: int, world: int, port: int, *args) -> None:
     logging.basicConfig(level=logging.ERROR)  # silence the random-init warnings in the table output
     try:
-        q.put(("ok", measure(*args)))
+        if world > 1:
+            import torch.distributed as dist
+
+            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            dist.init_process_group("gloo", rank=rank, world_size=world)
+        result = measure(*args)
+        if rank == 0:
+            q.put(("ok", result))
+        if world > 1:
+            dist.destroy_process_group()
     except BaseException as e:  # noqa: BLE001 — reported by the parent
         import traceback
 
@@ -232,15 +258,27 @@ def _child(q, *args) -> None:
 
 
 def run_row(*args) -> dict:
-    """Run :func:`measure` in a fresh ``spawn`` subprocess; raise RuntimeError if the child fails."""
+    """Run :func:`measure` in fresh ``spawn`` subprocesses (one per rank); raise RuntimeError on failure.
+
+    With several ranks the reported step time and peak memory are rank 0's; images/s counts the
+    global batch.
+    """
+    import socket
+
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_child, args=(q, *args))
-    p.start()
+    world = args[1].ranks
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [ctx.Process(target=_child, args=(q, r, world, port, *args)) for r in range(world)]
+    for p in procs:
+        p.start()
     try:
         status, payload = q.get()
     finally:
-        p.join()
+        for p in procs:
+            p.join()
     if status != "ok":
         raise RuntimeError(f"benchmark child for {args[:2]} failed:\n{payload}")
     return payload
