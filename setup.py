@@ -49,6 +49,7 @@ setup(
         "PyYAML",
         "tabulate",
         "tqdm",
+        "numba>=0.60",
         "matplotlib",
     ],
     extras_require={"test": ["pytest", "ruff"]},

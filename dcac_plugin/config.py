@@ -144,6 +144,7 @@ def get_default_config() -> CN:
     cfg.dcac = CN()
     cfg.dcac.use_diffusion = True  # False = the paper's CLIP ViT-B/16 baseline (no diffusion branch)
     cfg.dcac.clip_weights = ""  # local OpenAI CLIP ViT-B/16 file (TorchScript ViT-B-16.pt or state dict)
+    cfg.dcac.vision = ""  # image tower: '' = the model's own (ViT-B-16 / tiny), or an open_clip JSON config path
     cfg.dcac.stride = 16  # patch stride (16 = no overlap, paper)
     cfg.dcac.freeze_patch_proj = True  # freeze conv1 (patch projection)
     cfg.dcac.sie = False  # camera embedding (SIE) added to the CLS token (off in the paper)

@@ -114,7 +114,9 @@ def protocol_of(cfg: CfgNode, target: str | None = None) -> dict[str, Any]:
 def model_kwargs(cfg: CfgNode, num_cams: int) -> dict[str, Any]:
     """Builder keyword arguments of the plugin's models, from the ``dcac`` node."""
     d = cfg.dcac
+    extra: dict[str, Any] = {"vision": d.vision} if d.vision else {}
     return dict(
+        **extra,
         clip_weights=d.clip_weights,
         image_size=(cfg.data.height, cfg.data.width),
         stride=d.stride,
