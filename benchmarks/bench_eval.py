@@ -48,9 +48,11 @@ METHOD_NOTES = [
     "the top-(k1+1) neighbours and column maxima; k-reciprocal sets, expansion, Gaussian weights, k2 "
     "query expansion (sparse `S @ V / k2`) and the Jaccard term (inverted index, sum of min over shared "
     "support) are sparse; the final Q x G distance is produced per query block.",
-    "* Cost floor on 2 cores: the Q x G (or N x N for re-ranking) GEMM at ~80 GFLOP/s unloaded, plus "
-    "~12 ns per (query, gallery) pair for the bucketing. A compiled per-row kernel (numba/Cython/C++) "
-    "could cut the bucketing several-fold; not done to keep the package pure Python + torch.",
+    "* With numba installed (CPU default), compiled kernels (numba `parallel=True`, `cache=True`) do the "
+    "per-row counting (a vectorised count of the sorted positives below each item, same exact tie rule, "
+    "bit-identical results to the torch path) and, for re-ranking, the streaming top-k of each GEMM block "
+    "and its transpose, the k-reciprocal expansion, the exact O entries and the Jaccard/final mix. The "
+    "remaining floor is the Q x G (or N x N / 2) GEMM at ~80-115 GFLOP/s on 2 cores.",
     "",
 ]
 

@@ -9,11 +9,60 @@ from dcac_plugin.evaluation import NoValidQueryError, evaluate_features, evaluat
 from dcac_plugin.evaluation import ranking as ranking_mod
 
 
-@pytest.fixture(params=[-1.0, 2.0, 0.5], ids=["full-row", "mid-only", "mixed"])
+@pytest.fixture(params=[-1.0, 2.0, 0.5, None], ids=["full-row", "mid-only", "mixed", "numba"])
 def path(request, monkeypatch):
-    """Force each of the two float32 bucketing paths (they must agree exactly)."""
-    monkeypatch.setattr(ranking_mod, "_MID_FRACTION", request.param)
+    """Force each ranking path: the torch float32 bucketings (full/mid/mixed) or the numba kernel."""
+    if request.param is None:
+        pytest.importorskip("numba")
+        assert ranking_mod.numba_kernel(ranking_mod._positions_py) is not None
+    else:
+        monkeypatch.setattr(ranking_mod, "_USE_NUMBA", False)
+        monkeypatch.setattr(ranking_mod, "_MID_FRACTION", request.param)
     return request.param
+
+
+def _both_backends(fn, monkeypatch):
+    """Run ``fn()`` with the numba kernel (the CPU default) and with the pure-torch path."""
+    pytest.importorskip("numba")
+    assert ranking_mod._USE_NUMBA and ranking_mod.numba_kernel(ranking_mod._positions_py) is not None
+    a = fn()
+    with monkeypatch.context() as m:
+        m.setattr(ranking_mod, "_USE_NUMBA", False)
+        assert ranking_mod.numba_kernel(ranking_mod._positions_py) is None
+        b = fn()
+    return a, b
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_numba_and_torch_paths_are_bitwise_identical(seed, dtype, monkeypatch):
+    rng = np.random.default_rng(seed)
+    nq, ng = 60, 700
+    ties = rng.integers(0, 30, size=(nq, ng)).astype(dtype)  # many negative/positive ties
+    smooth = rng.normal(size=(nq, ng)).astype(dtype)
+    qp, gp = rng.integers(0, 40, nq), rng.integers(0, 40, ng)
+    qc, gc = rng.integers(0, 3, nq), rng.integers(0, 3, ng)
+    for d in (ties, smooth, np.abs(smooth) * (rng.random((nq, ng)) < 0.5)):  # also +0.0 / -0.0 mixes
+        for chunk in (None, 7):
+            (c1, m1, i1), (c2, m2, i2) = _both_backends(
+                lambda d=d, chunk=chunk: evaluate_rank(d, qp, gp, qc, gc, max_rank=20, chunk_size=chunk),
+                monkeypatch)
+            np.testing.assert_array_equal(c1, c2)
+            assert (m1, i1) == (m2, i2)
+    qf, gf, qp, gp, qc, gc = _clustered(seed, nq=80, ng=500)
+    a, b = _both_backends(lambda: evaluate_features(qf, gf, qp, gp, qc, gc, chunk_size=16), monkeypatch)
+    assert a == b
+
+
+def test_nan_raises_on_both_paths_even_in_rows_without_a_match(monkeypatch):
+    g_pids, g_cams = np.array([1, 2, 3]), np.array([1, 1, 1])
+    for row in (0, 1):  # query 0 is valid, query 1 (pid 9) has no match and is skipped by the kernel
+        d = np.ones((2, 3), dtype=np.float32)
+        d[row, 2] = np.nan
+        for use in (True, False):
+            monkeypatch.setattr(ranking_mod, "_USE_NUMBA", use)
+            with pytest.raises(ValueError, match="distance matrix contains NaN"):
+                evaluate_rank(d, [1, 9], g_pids, [0, 0], g_cams)
 
 
 def _clustered(seed, nq=40, ng=200, nid=25, ncam=4, dim=16, noise=1.0):

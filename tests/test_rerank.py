@@ -12,6 +12,19 @@ from dcac_plugin.evaluation import (
     re_ranking,
     re_ranking_features,
 )
+from dcac_plugin.evaluation import ranking as ranking_mod
+from dcac_plugin.evaluation import rerank as rerank_mod
+
+
+@pytest.fixture(params=["numba", "torch"])
+def backend(request, monkeypatch):
+    """Run with the numba kernels (the CPU default when numba imports) or the torch/scipy fallback."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+        assert ranking_mod.numba_kernel(rerank_mod._block_topk_py) is not None
+    else:
+        monkeypatch.setattr(ranking_mod, "_USE_NUMBA", False)
+    return request.param
 
 
 def _clustered(seed, nq=30, ng=120, nid=15, dim=16):
@@ -29,7 +42,7 @@ def _tr_dists(qf, gf, metric="euclidean"):
 
 
 @pytest.mark.parametrize("seed,k1,k2,lam", [(0, 20, 6, 0.3), (1, 5, 1, 0.5), (2, 7, 3, 0.0), (3, 20, 6, 1.0)])
-def test_re_ranking_matches_torchreid(seed, k1, k2, lam):
+def test_re_ranking_matches_torchreid(seed, k1, k2, lam, backend):
     qf, gf, *_ = _clustered(seed)
     qg, qq, gg = _tr_dists(qf, gf)
     ref = tr.utils.re_ranking(qg, qq, gg, k1=k1, k2=k2, lambda_value=lam)
@@ -44,7 +57,7 @@ def test_re_ranking_matches_torchreid(seed, k1, k2, lam):
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_re_ranking_features_matches_torchreid_engine_path(metric):
+def test_re_ranking_features_matches_torchreid_engine_path(metric, backend):
     qf, gf, *_ = _clustered(4)
     ref = tr.utils.re_ranking(*_tr_dists(qf, gf, metric), 20, 6, 0.3)
     for chunk in (None, 17):
@@ -52,7 +65,7 @@ def test_re_ranking_features_matches_torchreid_engine_path(metric):
         np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)
 
 
-def test_recomputed_qg_block_equals_stored_one():
+def test_recomputed_qg_block_equals_stored_one(backend):
     qf, gf, *_ = _clustered(5)
     a = SparseReranker.from_features(qf, gf, chunk_size=40).full()
     b = SparseReranker.from_features(qf, gf, chunk_size=40, keep_qg_bytes=0).full(chunk_size=7)
@@ -66,7 +79,7 @@ def test_sparse_state_is_small():
     assert 0 < rr.nnz < n * n / 4  # torchreid holds several dense n x n matrices
 
 
-def test_evaluate_features_rerank_equals_dense_path():
+def test_evaluate_features_rerank_equals_dense_path(backend):
     qf, gf, qp, gp, qc, gc = _clustered(8)
     dense = re_ranking_features(qf, gf, 20, 6, 0.3)
     cmc, mAP, mINP = evaluate_rank(dense, qp, gp, qc, gc)
@@ -91,3 +104,17 @@ def test_bad_parameters_raise():
         re_ranking(np.ones((4, 10)), np.ones((4, 4)), np.ones((9, 9)))
     with pytest.raises(ValueError, match="same feature dim"):
         re_ranking_features(qf, gf[:, :3])
+
+
+def test_numba_and_torch_rerank_agree(monkeypatch):
+    pytest.importorskip("numba")
+    qf, gf, *_ = _clustered(11, nq=40, ng=160)
+    a = re_ranking_features(qf, gf, 20, 6, 0.3, chunk_size=50)
+    rr = SparseReranker.from_features(qf, gf, chunk_size=50)
+    with monkeypatch.context() as m:
+        m.setattr(ranking_mod, "_USE_NUMBA", False)
+        b = re_ranking_features(qf, gf, 20, 6, 0.3, chunk_size=50)
+        rr_t = SparseReranker.from_features(qf, gf, chunk_size=50)
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    assert rr.nnz == rr_t.nnz  # identical k-reciprocal sets and k2 expansion support
+    np.testing.assert_array_equal(rr._vq.indices, rr_t._vq.indices)

@@ -14,6 +14,12 @@ How it works (per chunk of queries, torch, CPU or GPU):
   no row is ever fully sorted. For float32 distances only the items between the closest and
   the farthest positive are bucketed (one int64 key per item: ``row << 32 | ordered bits``).
 * CMC, AP and INP follow from the positive positions.
+* On CPU with float32/float64 distances and ``numba`` importable, the histogram is built by a
+  compiled per-row kernel (``prange`` over rows, vectorised count of the sorted positives below each
+  item, same tie rule) instead of ``searchsorted``/``bincount``; it yields bit-identical CMC/AP/INP.
+  The kernels are compiled on first use and cached on disk (``cache=True``; in memory when no cache
+  directory is writable). Set ``ranking._USE_NUMBA = False`` to force the pure-torch path (also used
+  for CUDA tensors and other dtypes).
 
 Tie-breaking: items at exactly equal distance are ordered by gallery index (a *stable* sort).
 torchreid uses ``np.argsort`` (not stable), so with exact ties between a positive and a
@@ -51,7 +57,7 @@ __all__ = [
 ]
 
 _CUHK03_REPEATS = 10  # torchreid's eval_cuhk03 num_repeats
-_DEFAULT_CHUNK_ELEMS = 1 << 23  # query-chunk budget: rows * gallery size
+_DEFAULT_CHUNK_ELEMS = 1 << 26  # query-chunk budget: rows * gallery size (GEMM needs >= ~500 rows)
 # float32 rows: bucket only the items between the closest and farthest positive when they are
 # fewer than this fraction of the row, else bucket every item (2-D searchsorted)
 _MID_FRACTION = 0.02
@@ -187,40 +193,98 @@ def _count_less_full(dist: torch.Tensor, bvals: torch.Tensor, bvalid: torch.Tens
     return count_less, e_row, e_flat - e_row * num_g
 
 
-def _chunk_stats(dist: torch.Tensor, q_pids: torch.Tensor, q_cams: torch.Tensor,
-                 gindex: _GalleryIndex) -> _ChunkResult:
-    """Per-query first-hit position, AP and INP for one chunk of distance rows ``[B, G]``."""
-    bsz, num_g = dist.shape
+# --------------------------------------------------------------------------------------------
+# optional compiled kernel (numba); the torch code above is the fallback and the CUDA path
+# --------------------------------------------------------------------------------------------
+
+# Set to False to force the pure-torch path (tests run both). The kernel is used on CPU when numba imports.
+_USE_NUMBA = True
+prange = range  # replaced by numba.prange right before compilation (keeps the numba import lazy)
+_KERNELS: dict[str, Any] = {}
+
+
+def _positions_py(dist, rows, qpid, gpid, bvals, bidx, npos, out, nanflag):  # pragma: no cover - compiled
+    """Kept 0-based position of every sorted positive of each row (compiled by numba).
+
+    For row ``r`` (``dist[rows[r]]``) a negative item ``j`` (other pid) counts before the k-th positive
+    iff ``(d_j, j) < (bvals[r, k], bidx[r, k])`` lexicographically (stable-sort order). Same-pid items
+    (positives and junk) are skipped: positive ``k`` has exactly ``k`` positives before it.
+    """
+    nb = rows.shape[0]
+    ng = dist.shape[1]
+    for r in prange(nb):
+        n = npos[r]
+        hist = np.zeros(n + 1, np.int64)
+        row = rows[r]
+        p = qpid[r]
+        bv = bvals[r, :n]
+        lo_v = bv[0]
+        hi_v = bv[n - 1]
+        bad = lo_v != lo_v or hi_v != hi_v
+        for j in range(ng):
+            d = dist[row, j]
+            if d < lo_v:
+                if gpid[j] != p:
+                    hist[0] += 1
+            elif d > hi_v:
+                if gpid[j] != p:
+                    hist[n] += 1
+            elif d != d:
+                bad = True
+            elif gpid[j] != p:
+                # positives closer than d (a vectorised count beats a binary search for typical n),
+                # then exact ties: a positive tied with d stays after item j iff its index is higher
+                c = 0
+                for k in range(n):
+                    c += bv[k] < d
+                while c < n and bv[c] == d and bidx[r, c] < j:
+                    c += 1
+                hist[c] += 1
+        nanflag[r] = bad
+        c = 0
+        for k in range(n):
+            c += hist[k]
+            out[r, k] = c + k
+
+
+def numba_kernel(fn: Any) -> Any | None:
+    """Compile ``fn`` (a module-level function using the global ``prange``) with numba, once.
+
+    Returns None when numba is not importable or :data:`_USE_NUMBA` is False (callers then use their
+    pure-torch path). Compiled code is cached on disk (``cache=True``); without a writable cache
+    location it is compiled in memory instead.
+    """
+    if not _USE_NUMBA:
+        return None
+    key = f"{fn.__module__}.{fn.__name__}"
+    if key not in _KERNELS:
+        try:
+            import numba
+        except ImportError:
+            logger.info("numba not importable; using the pure-torch path for %s", fn.__name__)
+            _KERNELS[key] = None
+            return None
+        fn.__globals__["prange"] = numba.prange
+        opts = dict(parallel=True, nogil=True)
+        try:
+            _KERNELS[key] = numba.njit(cache=True, **opts)(fn)
+        except RuntimeError as err:  # no writable cache location (read-only install, no NUMBA_CACHE_DIR)
+            logger.info("numba cache unavailable (%s); compiling %s in memory", err, fn.__name__)
+            _KERNELS[key] = numba.njit(cache=False, **opts)(fn)
+    return _KERNELS[key]
+
+
+_NAN_MSG = "distance matrix contains NaN; check the features (NaN/inf in the model output)"
+
+
+def _positions_torch(dist: torch.Tensor, q_pids_rows: torch.Tensor, g_pids: torch.Tensor, bvals: torch.Tensor,
+                     bidx: torch.Tensor, bvalid: torch.Tensor, npos: torch.Tensor,
+                     same_less: torch.Tensor) -> torch.Tensor:
+    """Pure-torch kept positions ``[nb, pm]`` (histogram by ``searchsorted``; CPU/CUDA, any float dtype)."""
+    nb, num_g = dist.shape
     dev = dist.device
-    if torch.isnan(dist).any():
-        raise ValueError("distance matrix contains NaN; check the features (NaN/inf in the model output)")
-    idx, lvalid = gindex.lists(q_pids)
-    is_pos = lvalid & (gindex.g_camids[idx] != q_cams[:, None])
-    npos = is_pos.sum(1)
-    valid = npos > 0
-    first = torch.zeros(bsz, dtype=torch.long, device=dev)
-    ap = torch.zeros(bsz, dtype=torch.float64, device=dev)
-    inp = torch.zeros(bsz, dtype=torch.float64, device=dev)
-    if not bool(valid.any()):
-        return _ChunkResult(valid, first, ap, inp)
-    rows = torch.nonzero(valid).flatten()
-    if rows.numel() < bsz:
-        dist, is_pos, lvalid, npos, idx = (t[rows] for t in (dist, is_pos, lvalid, npos, idx))
-    qp = q_pids[rows]
-    dist = dist.contiguous()
-    nb = rows.numel()
-    pm = int(npos.max().item())
-    same_d = dist.gather(1, idx)
-    inf = torch.tensor(float("inf"), dtype=dist.dtype, device=dev)
-    # positives sorted by (distance, gallery index): the list is in gallery order and the sort is stable
-    bsorted = torch.sort(torch.where(is_pos, same_d, inf), dim=1, stable=True)
-    bvals = bsorted.values[:, :pm].contiguous()
-    bidx = idx.gather(1, bsorted.indices[:, :pm])
+    pm = bvals.shape[1]
     kar = torch.arange(pm, device=dev)
-    bvalid = kar[None, :] < npos[:, None]
-    same_sorted = torch.sort(torch.where(lvalid, same_d, inf), dim=1).values.contiguous()
-    # same-pid gallery items (positives and junk) strictly closer than each positive
-    same_less = torch.searchsorted(same_sorted, bvals, right=False)
     mid_rows = torch.zeros(nb, dtype=torch.bool, device=dev)
     if dist.dtype == torch.float32:
         # per row, estimate on a column subsample the share of items lying between its closest and
@@ -249,11 +313,66 @@ def _chunk_stats(dist: torch.Tensor, q_pids: torch.Tensor, q_cams: torch.Tensor,
     if e_row.numel():
         # exact ties between a negative and a positive: the stable order puts the lower gallery index first
         e_val = dist[e_row, e_col]
-        neg = gindex.g_pids[e_col] != qp[e_row]
+        neg = g_pids[e_col] != q_pids_rows[e_row]
         e_row, e_col, e_val = e_row[neg], e_col[neg], e_val[neg]
         if e_row.numel():
             before = (bvals[e_row] == e_val[:, None]) & (e_col[:, None] < bidx[e_row]) & bvalid[e_row]
             positions = positions.index_add(0, e_row, before.to(positions.dtype))
+    return positions
+
+
+def _chunk_stats(dist: torch.Tensor, q_pids: torch.Tensor, q_cams: torch.Tensor,
+                 gindex: _GalleryIndex) -> _ChunkResult:
+    """Per-query first-hit position, AP and INP for one chunk of distance rows ``[B, G]``."""
+    bsz, num_g = dist.shape
+    dev = dist.device
+    kernel = None
+    if dev.type == "cpu" and dist.dtype in (torch.float32, torch.float64):
+        kernel = numba_kernel(_positions_py)
+    if kernel is None and torch.isnan(dist).any():
+        raise ValueError(_NAN_MSG)
+    idx, lvalid = gindex.lists(q_pids)
+    is_pos = lvalid & (gindex.g_camids[idx] != q_cams[:, None])
+    npos = is_pos.sum(1)
+    valid = npos > 0
+    first = torch.zeros(bsz, dtype=torch.long, device=dev)
+    ap = torch.zeros(bsz, dtype=torch.float64, device=dev)
+    inp = torch.zeros(bsz, dtype=torch.float64, device=dev)
+    rows = torch.nonzero(valid).flatten()
+    if kernel is not None and rows.numel() < bsz and torch.isnan(dist[~valid]).any():
+        raise ValueError(_NAN_MSG)  # rows the kernel does not scan
+    if rows.numel() == 0:
+        return _ChunkResult(valid, first, ap, inp)
+    full_dist = dist
+    if rows.numel() < bsz:
+        is_pos, lvalid, npos, idx = (t[rows] for t in (is_pos, lvalid, npos, idx))
+        if kernel is None:
+            dist = dist[rows]
+    qp = q_pids[rows]
+    nb = rows.numel()
+    pm = int(npos.max().item())
+    same_d = full_dist[rows[:, None], idx] if kernel is not None else dist.gather(1, idx)
+    inf = torch.tensor(float("inf"), dtype=dist.dtype, device=dev)
+    # positives sorted by (distance, gallery index): the list is in gallery order and the sort is stable
+    bsorted = torch.sort(torch.where(is_pos, same_d, inf), dim=1, stable=True)
+    bvals = bsorted.values[:, :pm].contiguous()
+    bidx = idx.gather(1, bsorted.indices[:, :pm]).contiguous()
+    kar = torch.arange(pm, device=dev)
+    bvalid = kar[None, :] < npos[:, None]
+    if kernel is not None:
+        positions = torch.zeros(nb, pm, dtype=torch.long)
+        nanflag = torch.zeros(nb, dtype=torch.bool)
+        kernel(full_dist.detach().contiguous().numpy(), rows.numpy(), qp.contiguous().numpy(),
+               gindex.g_pids.contiguous().numpy(), bvals.numpy(), bidx.numpy(), npos.contiguous().numpy(),
+               positions.numpy(), nanflag.numpy())
+        if bool(nanflag.any()):
+            raise ValueError(_NAN_MSG)
+    else:
+        dist = dist.contiguous()
+        same_sorted = torch.sort(torch.where(lvalid, same_d, inf), dim=1).values.contiguous()
+        # same-pid gallery items (positives and junk) strictly closer than each positive
+        same_less = torch.searchsorted(same_sorted, bvals, right=False)
+        positions = _positions_torch(dist, qp, gindex.g_pids, bvals, bidx, bvalid, npos, same_less)
     positions = torch.where(bvalid, positions, torch.zeros_like(positions))
     posf = positions.to(torch.float64) + 1.0
     prec = torch.where(bvalid, (kar[None, :] + 1).to(torch.float64) / posf, torch.zeros_like(posf))
@@ -409,7 +528,7 @@ def evaluate_rank(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camid
         max_rank: CMC length (clipped to ``G``).
         use_metric_cuhk03: CUHK03 single-gallery-shot CMC (10 random draws from numpy's global
             RNG, consumed exactly like torchreid's ``eval_cuhk03``); AP/INP use all items.
-        chunk_size: query rows per chunk (default: about 8M distances per chunk).
+        chunk_size: query rows per chunk (default: about 64M distances per chunk).
         device: torch device for the computation (default: the tensor's device / CPU).
 
     Returns:
@@ -473,7 +592,7 @@ def evaluate_features(qf: Any, gf: Any, q_pids: Any, g_pids: Any, q_camids: Any,
         metric: ``'euclidean'`` (squared, like torchreid) or ``'cosine'``.
         normalize: L2-normalise features first (torchreid's ``normalize_feature``).
         max_rank: CMC length.
-        chunk_size: query rows per chunk (default: about 8M distances per chunk).
+        chunk_size: query rows per chunk (default: about 64M distances per chunk).
         device: torch device (default: ``qf``'s device, CPU for numpy input).
         use_metric_cuhk03: CUHK03 single-gallery-shot CMC.
         rerank: apply k-reciprocal re-ranking (:mod:`dcac_plugin.evaluation.rerank`) before ranking,

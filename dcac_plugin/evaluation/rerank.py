@@ -14,8 +14,14 @@ that grows with ``N * k`` (``N = Q + G``) instead of several dense ``N x N`` mat
 * The final distance ``jaccard * (1 - lambda) + O * lambda`` is produced for a block of query rows at
   a time (:meth:`SparseReranker.final_block`), so evaluation at MSMT17 size never holds ``Q x G``.
 
-Exact ties in ``O`` are broken by ``torch.topk`` rather than ``np.argsort``; with float distances
-this only matters for duplicated features.
+Exact ties in ``O`` are broken by ``torch.topk`` (torch path) or by lower index (numba path) rather
+than ``np.argsort``; with float distances this only matters for duplicated features.
+
+On CPU with ``numba`` importable (see :func:`dcac_plugin.evaluation.ranking.numba_kernel`), compiled
+kernels replace the hot spots: the streaming top-k / column maxima of each distance block and its
+transpose (no ``topk``/transpose copies), the k-reciprocal expansion, the exact ``O`` entries of the
+expanded sets (pairwise dot products) and the Jaccard + final mix per query row. The torch/scipy code
+is the fallback (CUDA, or numba missing / ``ranking._USE_NUMBA = False``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from dcac_plugin.evaluation import ranking as _ranking
 from dcac_plugin.evaluation.ranking import compute_distance_chunk
 
 logger = logging.getLogger(__name__)
@@ -38,6 +45,159 @@ __all__ = ["SparseReranker", "re_ranking", "re_ranking_features"]
 _TRIPLET_CAP = 1 << 23  # jaccard (query, feature, gallery) triplets expanded at once
 _PAIR_CHUNK = 1 << 16  # (row, neighbour) pairs gathered at once for exact O entries
 _ROW_CHUNK = 4096
+
+
+# --------------------------------------------------------------------------------------------
+# numba kernels (compiled lazily by ranking.numba_kernel; the torch/scipy code is the fallback)
+# --------------------------------------------------------------------------------------------
+
+prange = range  # replaced by numba.prange right before compilation
+
+
+def _block_topk_py(d, a0, b0, both, best_v, best_i, rowmax):  # pragma: no cover - compiled
+    """Square block ``d`` ``[ra, cb]`` (rows ``a0+r``, cols ``b0+c``) in place and merge it into the
+    running per-row top-k (``best_v``/``best_i`` ``[N, k]``) and row maxima; with ``both`` also
+    merge its transpose (column ``b0+c`` receives rows ``a0+r``). Insertion keeps ties in arrival
+    order, and entries arrive in increasing index order, so this is a stable top-k."""
+    ra, cb = d.shape
+    k = best_v.shape[1]
+    for r in prange(ra):
+        row = a0 + r
+        bv = best_v[row]
+        bi = best_i[row]
+        thr = bv[k - 1]
+        m = rowmax[row]
+        for c in range(cb):
+            v = d[r, c]
+            v = v * v
+            d[r, c] = v
+            if v > m:
+                m = v
+            if v < thr:
+                p = k - 1
+                while p > 0 and bv[p - 1] > v:
+                    bv[p] = bv[p - 1]
+                    bi[p] = bi[p - 1]
+                    p -= 1
+                bv[p] = v
+                bi[p] = b0 + c
+                thr = bv[k - 1]
+        rowmax[row] = m
+    if both:
+        width = 64
+        nstripe = (cb + width - 1) // width
+        for s in prange(nstripe):
+            c0 = s * width
+            c1 = min(cb, c0 + width)
+            for r in range(ra):
+                for c in range(c0, c1):
+                    v = d[r, c]
+                    col = b0 + c
+                    if v > rowmax[col]:
+                        rowmax[col] = v
+                    if v < best_v[col, k - 1]:
+                        p = k - 1
+                        while p > 0 and best_v[col, p - 1] > v:
+                            best_v[col, p] = best_v[col, p - 1]
+                            best_i[col, p] = best_i[col, p - 1]
+                            p -= 1
+                        best_v[col, p] = v
+                        best_i[col, p] = a0 + r
+
+
+def _expand_py(top, kf, kh, ent, cnt):  # pragma: no cover - compiled
+    """k-reciprocal sets with the round(k1/2) expansion (2/3 overlap rule), sorted and unique.
+
+    ``top`` ``[N, K]`` neighbour ranks; writes row ``i``'s set into ``ent[i, :cnt[i]]``.
+    """
+    n = top.shape[0]
+    for i in prange(n):
+        w = 0
+        rset = np.empty(kf, np.int64)
+        nr = 0
+        for a in range(kf):
+            j = top[i, a]
+            for b in range(kf):
+                if top[j, b] == i:
+                    rset[nr] = j
+                    nr += 1
+                    break
+        for a in range(nr):
+            ent[i, w] = rset[a]
+            w += 1
+        hset = np.empty(kh, np.int64)
+        for a in range(nr):
+            c = rset[a]
+            nh = 0
+            for b in range(kh):
+                h = top[c, b]
+                for e in range(kh):
+                    if top[h, e] == c:
+                        hset[nh] = h
+                        nh += 1
+                        break
+            inter = 0
+            for b in range(nh):
+                for e in range(nr):
+                    if rset[e] == hset[b]:
+                        inter += 1
+                        break
+            if 3 * inter > 2 * nh:
+                for b in range(nh):
+                    ent[i, w] = hset[b]
+                    w += 1
+        srt = np.sort(ent[i, :w])
+        u = 0
+        for a in range(w):
+            if a == 0 or srt[a] != srt[a - 1]:
+                ent[i, u] = srt[a]
+                u += 1
+        cnt[i] = u
+
+
+def _pair_sqdist_py(x, sq, rows, cols, rowmax, dot_metric, out):  # pragma: no cover - compiled
+    """``out[p] = d(rows[p], cols[p])^2 / rowmax[rows[p]]`` from features ``x`` ``[N, D]``."""
+    dim = x.shape[1]
+    for p in prange(rows.shape[0]):
+        i = rows[p]
+        j = cols[p]
+        acc = np.float32(0.0)
+        for t in range(dim):
+            acc += x[i, t] * x[j, t]
+        if dot_metric:
+            dd = np.float32(1.0) - acc
+        else:
+            dd = sq[i] + sq[j] - np.float32(2.0) * acc
+        out[p] = dd * dd / rowmax[i]
+
+
+def _temp_min_py(q_ptr, q_idx, q_val, g_ptr, g_idx, g_val, out):  # pragma: no cover - compiled
+    """``out[i, g] = sum_f min(Vq[i, f], V[g, f])`` through the inverted index (CSR inputs)."""
+    for i in prange(out.shape[0]):
+        for a in range(q_ptr[i], q_ptr[i + 1]):
+            f = q_idx[a]
+            v = q_val[a]
+            for b in range(g_ptr[f], g_ptr[f + 1]):
+                gv = g_val[b]
+                out[i, g_idx[b]] += v if v < gv else gv
+
+
+def _final_rows_py(q_ptr, q_idx, q_val, g_ptr, g_idx, g_val, o, lam):  # pragma: no cover - compiled
+    """In place: ``o[i, g] <- jaccard(i, g) * (1 - lam) + o[i, g] * lam`` with the Jaccard term from
+    ``sum_f min(Vq[i, f], V[g, f])`` (float64 row accumulator) through the inverted index."""
+    ng = o.shape[1]
+    for i in prange(o.shape[0]):
+        tm = np.zeros(ng, np.float64)
+        for a in range(q_ptr[i], q_ptr[i + 1]):
+            f = q_idx[a]
+            v = q_val[a]
+            for b in range(g_ptr[f], g_ptr[f + 1]):
+                gv = g_val[b]
+                tm[g_idx[b]] += v if v < gv else gv
+        for g in range(ng):
+            t = np.float32(tm[g])
+            jac = np.float32(1.0) - t / (np.float32(2.0) - t)
+            o[i, g] = jac * np.float32(1.0 - lam) + o[i, g] * np.float32(lam)
 
 
 def _check_params(k1: int, k2: int, lambda_value: float) -> None:
@@ -87,6 +247,40 @@ class SparseReranker:
         top = top_idx.cpu().long()
         kf = min(k1 + 1, top.shape[1])
         kh = min(int(np.around(k1 / 2.0)) + 1, top.shape[1])
+        expand = _ranking.numba_kernel(_expand_py)
+        if expand is not None:
+            ent = np.empty((n, kf + kf * kh), dtype=np.int64)
+            cnt = np.empty(n, dtype=np.int64)
+            expand(top.numpy(), kf, kh, ent, cnt)
+            w = max(int(cnt.max()), 1)
+            keep = np.arange(w)[None, :] < cnt[:, None]
+            rows = torch.from_numpy(np.nonzero(keep)[0])
+            cols = torch.from_numpy(ent[:, :w][keep])
+            o = pair_fn(rows, cols)
+        else:
+            rows, cols, o = self._expand_torch(top, kf, kh, pair_fn)
+        w = torch.exp(-o.float())
+        wsum = torch.zeros(n, dtype=torch.float32).index_add_(0, rows, w)
+        vals = (w / wsum[rows]).numpy()
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows.numpy(), minlength=n), out=indptr[1:])
+        v = sp.csr_matrix((vals, cols.numpy(), indptr), shape=(n, n))
+        if k2 != 1:
+            kk = min(k2, top.shape[1])
+            s = sp.csr_matrix((np.ones(n * kk, dtype=np.float32), top[:, :kk].reshape(-1).numpy(),
+                               np.arange(0, n * kk + 1, kk)), shape=(n, n))
+            v = (s @ v).tocsr()
+            v.data = (v.data / np.float32(k2)).astype(np.float32)  # np.mean over k2 rows
+        self.nnz = int(v.nnz)
+        self._vq = v[:num_q].tocsr()
+        self._gt = v[num_q:].T.tocsr()  # [N features, G]: inverted index over gallery rows
+        logger.debug("re-ranking sparse V: %d non-zeros (%.1f per row)", self.nnz, self.nnz / max(n, 1))
+
+    @staticmethod
+    def _expand_torch(top: torch.Tensor, kf: int, kh: int,
+                      pair_fn: Callable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pure-torch expanded k-reciprocal sets: flat ``(rows, cols, O[rows, cols])``."""
+        n = top.shape[0]
         recip = _reciprocal(top, kf)
         recip_h = _reciprocal(top, kh)
         fwd, fwdh = top[:, :kf], top[:, :kh]
@@ -113,30 +307,13 @@ class SparseReranker:
             sub = max(1, _PAIR_CHUNK // ent.shape[1])
             for s0 in range(0, b - a, sub):
                 s1 = min(b - a, s0 + sub)
-                o[s0:s1] = pair_fn(torch.arange(a + s0, a + s1), ent[s0:s1].clamp(max=n - 1))
+                pr = torch.arange(a + s0, a + s1)[:, None].expand(s1 - s0, ent.shape[1]).reshape(-1)
+                o[s0:s1] = pair_fn(pr, ent[s0:s1].clamp(max=n - 1).reshape(-1)).view(s1 - s0, -1)
             r, c = torch.nonzero(keep, as_tuple=True)
             rows_l.append(r + a)
             cols_l.append(ent[r, c])
             o_l.append(o[r, c])
-        rows = torch.cat(rows_l)
-        cols = torch.cat(cols_l)
-        o = torch.cat(o_l)
-        w = torch.exp(-o.float())
-        wsum = torch.zeros(n, dtype=torch.float32).index_add_(0, rows, w)
-        vals = (w / wsum[rows]).numpy()
-        indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows.numpy(), minlength=n), out=indptr[1:])
-        v = sp.csr_matrix((vals, cols.numpy(), indptr), shape=(n, n))
-        if k2 != 1:
-            kk = min(k2, top.shape[1])
-            s = sp.csr_matrix((np.ones(n * kk, dtype=np.float32), top[:, :kk].reshape(-1).numpy(),
-                               np.arange(0, n * kk + 1, kk)), shape=(n, n))
-            v = (s @ v).tocsr()
-            v.data = (v.data / np.float32(k2)).astype(np.float32)  # np.mean over k2 rows
-        self.nnz = int(v.nnz)
-        self._vq = v[:num_q].tocsr()
-        self._gt = v[num_q:].T.tocsr()  # [N features, G]: inverted index over gallery rows
-        logger.debug("re-ranking sparse V: %d non-zeros (%.1f per row)", self.nnz, self.nnz / max(n, 1))
+        return torch.cat(rows_l), torch.cat(cols_l), torch.cat(o_l)
 
     # ---------------------------------------------------------------------------------------
     def _temp_min(self, a: int, b: int) -> np.ndarray:
@@ -144,6 +321,11 @@ class SparseReranker:
         ng = self.num_g
         vq = self._vq[a:b]
         gt = self._gt
+        kernel = _ranking.numba_kernel(_temp_min_py)
+        if kernel is not None:
+            res = np.zeros((b - a, ng), dtype=np.float64)
+            kernel(vq.indptr, vq.indices, vq.data, gt.indptr, gt.indices, gt.data, res)
+            return res
         out = np.zeros((b - a) * ng, dtype=np.float64)
         qrows = np.repeat(np.arange(b - a, dtype=np.int64), np.diff(vq.indptr))
         feats = vq.indices.astype(np.int64)
@@ -167,6 +349,13 @@ class SparseReranker:
 
     def final_block(self, a: int, b: int) -> torch.Tensor:
         """Re-ranked distances ``[b-a, G]`` (float32, on ``device``) for query rows ``a:b``."""
+        kernel = _ranking.numba_kernel(_final_rows_py) if self.device.type == "cpu" else None
+        if kernel is not None:
+            o = self._qg_fn(a, b).contiguous()
+            vq, gt = self._vq[a:b], self._gt
+            kernel(vq.indptr, vq.indices, vq.data, gt.indptr, gt.indices, gt.data, o.numpy(),
+                   self.lambda_value)
+            return o  # overwritten in place with the final distance
         tm = torch.from_numpy(self._temp_min(a, b).astype(np.float32)).to(self.device)
         jac = 1 - tm / (2.0 - tm)
         lam = self.lambda_value
@@ -220,12 +409,21 @@ class SparseReranker:
         rowmax = torch.zeros(n, device=dev)
         keep_qg = num_q * num_g * 4 <= keep_qg_bytes
         qg = torch.empty((num_q, num_g), device=dev) if keep_qg else None
+        topk_kernel = _ranking.numba_kernel(_block_topk_py) if dev.type == "cpu" else None
         with torch.no_grad():
             for bi, a0 in enumerate(starts):
                 a1 = min(n, a0 + bs)
                 for b0 in starts[bi:]:
                     b1 = min(n, b0 + bs)
                     d = dist(a0, a1, b0, b1)
+                    if topk_kernel is not None:
+                        # squares d in place and merges the block (and its transpose) into the top-k
+                        topk_kernel(d.numpy(), a0, b0, b0 != a0, best_v.numpy(), best_i.numpy(),
+                                    rowmax.numpy())
+                        if qg is not None and a0 < num_q and b1 > num_q:
+                            r1, c0 = min(a1, num_q), max(b0, num_q)
+                            qg[a0:r1, c0 - num_q:b1 - num_q] = d[: r1 - a0, c0 - b0:]
+                        continue
                     d2 = d * d
                     kk = min(k, b1 - b0)
                     v, i = torch.topk(d2, kk, dim=1, largest=False, sorted=True)
@@ -246,11 +444,21 @@ class SparseReranker:
         x_cpu = x.cpu()
         sq_cpu = sq.cpu()
 
+        pair_kernel = _ranking.numba_kernel(_pair_sqdist_py)
+
         def pair_fn(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-            xe = x_cpu.index_select(0, cols.reshape(-1)).view(cols.shape[0], cols.shape[1], -1)
-            dot = torch.bmm(xe, x_cpu[rows][:, :, None]).squeeze(2)
-            dd = 1 - dot if metric_eff == "dot" else sq_cpu[rows][:, None] + sq_cpu[cols] - 2 * dot
-            return dd * dd / rm_cpu[rows][:, None]
+            """Exact ``O[rows[p], cols[p]]`` for flat int64 index vectors ``[P]`` -> ``[P]``."""
+            out = torch.empty(rows.numel(), dtype=torch.float32)
+            if pair_kernel is not None:
+                pair_kernel(x_cpu.numpy(), sq_cpu.numpy(), rows.contiguous().numpy(),
+                            cols.contiguous().numpy(), rm_cpu.numpy(), metric_eff == "dot", out.numpy())
+                return out
+            for s0 in range(0, rows.numel(), _PAIR_CHUNK):
+                r, c = rows[s0:s0 + _PAIR_CHUNK], cols[s0:s0 + _PAIR_CHUNK]
+                dot = (x_cpu[r] * x_cpu[c]).sum(1)
+                dd = 1 - dot if metric_eff == "dot" else sq_cpu[r] + sq_cpu[c] - 2 * dot
+                out[s0:s0 + _PAIR_CHUNK] = dd * dd / rm_cpu[r]
+            return out
 
         def qg_fn(a: int, b: int) -> torch.Tensor:
             if qg is not None:
@@ -300,7 +508,6 @@ class SparseReranker:
         cmax_t = torch.from_numpy(cmax)
 
         def pair_fn(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-            rows = rows[:, None].expand_as(cols)
             i, j = rows.numpy(), cols.numpy()
             val = np.empty(i.shape, dtype=np.float32)
             iq, jq = i < num_q, j < num_q
@@ -308,7 +515,7 @@ class SparseReranker:
                                     (~jq & iq, qg, i, j - num_q), (~jq & ~iq, gg, j - num_q, i - num_q)):
                 if mask.any():
                     val[mask] = sq(mat[r[mask], c[mask]])
-            return torch.from_numpy(val) / cmax_t[rows[:, 0]][:, None]
+            return torch.from_numpy(val) / cmax_t[rows]
 
         def qg_fn(a: int, b: int) -> torch.Tensor:
             return torch.from_numpy(sq(qg[a:b])) / cmax_t[a:b, None]
