@@ -38,6 +38,7 @@ def test_dcac_train_and_eval_writes_the_run_folder(synthetic_tiny_root, tmp_path
     assert rec["protocol"]["benchmark"] == "synthetic"
     assert rec["protocol"]["variants"]["msmt17_include_val"] is True
     assert rec["model"] == "dcac_tiny" and rec["epochs"] == 1 and rec["status"] == "ok"
+    assert rec["method"] == "DCAC (tiny)"  # kept apart from the paper's ViT-B/16 rows
     assert len(rec["config_hash"]) == 16 and rec["versions"]["torch"] == torch.__version__.split("+")[0]
     assert rec["device"].startswith("cpu")
     # The checkpoint holds only trained tensors: no frozen UNet/VAE base weights.

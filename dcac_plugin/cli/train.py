@@ -28,6 +28,9 @@ logger = logging.getLogger("dcac_plugin")
 
 RESULTS_SCHEMA_VERSION = 1
 
+# The tiny models share the method, not the ViT-B/16 of the paper's rows: label them apart.
+TINY_METHODS = {"dcac_tiny": "DCAC (tiny)", "clip_reid_tiny": "CLIP baseline (tiny ViT, no diffusion branch)"}
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train / evaluate DCAC or a torchreid baseline (torchreid plugin).")
@@ -408,6 +411,8 @@ def _run(cfg: CfgNode, args: argparse.Namespace, save_dir: Path, t_start: float,
         "status": "ok",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if record["model"] in TINY_METHODS:
+        record["method"] = TINY_METHODS[record["model"]]
     if not dist_utils.is_main_process():
         return {**record, "status": "worker"}
     if distributed:

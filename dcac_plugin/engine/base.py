@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 CKPT_PATTERN = re.compile(r"^checkpoint_ep(\d+)\.pth$")
 
 
+def _bar_disabled() -> bool | None:
+    """Progress bars: off below INFO; ``None`` lets tqdm turn them off when stderr is not a terminal."""
+    return True if not logger.isEnabledFor(logging.INFO) else None
+
+
 class NonFiniteLossError(RuntimeError):
     """A training loss became NaN/inf; the message names the step and every loss term."""
 
@@ -196,7 +201,7 @@ class PluginEngineMixin:
         n = 0
         loader = self.train_loader
         bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.max_epoch}", leave=False,
-                   disable=not logger.isEnabledFor(logging.INFO), dynamic_ncols=True)
+                   disable=_bar_disabled(), dynamic_ncols=True)
         for self.batch_idx, data in enumerate(bar):
             summary = self.forward_backward(data)
             self.global_step += 1
@@ -254,7 +259,7 @@ class PluginEngineMixin:
     @torch.no_grad()
     def _features(self, loader) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         feats, pids, camids = [], [], []
-        for data in tqdm(loader, desc="features", leave=False, disable=not logger.isEnabledFor(logging.INFO)):
+        for data in tqdm(loader, desc="features", leave=False, disable=_bar_disabled()):
             imgs, p, c = self.parse_data_for_eval(data)
             feats.append(self.extract_features(imgs.to(self.device)).cpu())
             pids.append(p.numpy() if torch.is_tensor(p) else np.asarray(p))
