@@ -38,18 +38,12 @@ from typing import Any
 
 import yaml
 
+from dcac_plugin.protocols import DATASET_CODES  # noqa: F401  (re-exported)
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
-DATASET_CODES: dict[str, str] = {
-    "market1501": "MA",
-    "dukemtmcreid": "D",
-    "msmt17": "MS",
-    "msmt17_trainval": "MS",
-    "cuhk03_np": "C3",
-    "cuhk03": "C3",
-}
 #: The four standard DG datasets, in the order the published tables use.
 STANDARD_CODES: tuple[str, ...] = ("MA", "D", "MS", "C3")
 

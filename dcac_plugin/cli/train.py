@@ -93,7 +93,7 @@ def set_seed(seed: int, deterministic: bool) -> None:
 
 def protocol_of(cfg: CfgNode, target: str | None = None) -> dict[str, Any]:
     """Protocol description for the results record (benchmark = real or synthetic data)."""
-    from dcac_plugin.data.datasets import DATASET_CODES
+    from dcac_plugin.protocols import DATASET_CODES
 
     sources, targets = as_list(cfg.data.sources), as_list(cfg.data.targets)
     src = "+".join(DATASET_CODES.get(s, s) for s in sources)

@@ -25,18 +25,10 @@ from typing import Any, ClassVar
 
 from dcac_plugin._torchreid import image_dataset_registry, tr
 from dcac_plugin.data.reader import install_reader
+from dcac_plugin.protocols import DATASET_CODES  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
-#: Short codes for protocol names such as ``MA->MS``.
-DATASET_CODES: dict[str, str] = {
-    "market1501": "MA",
-    "dukemtmcreid": "D",
-    "msmt17": "MS",
-    "msmt17_trainval": "MS",
-    "cuhk03_np": "C3",
-    "cuhk03": "C3",
-}
 
 _NAME_PATTERN = re.compile(r"([-\d]+)_c(\d)")  # the pattern torchreid's Market/Duke classes use
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -18,36 +20,37 @@ def _atomic_target(path: str | os.PathLike) -> tuple[Path, int, str]:
     return path, fd, tmp
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path, fd, tmp = _atomic_target(path)
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
+
+    On any error the temporary file is removed and ``path`` is left as it was.
+    """
+    target, fd, tmp = _atomic_target(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     """Write text atomically (temp file + rename)."""
-    path, fd, tmp = _atomic_target(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_open(path, "w") as f:
+        f.write(text)
+    return Path(path)
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
