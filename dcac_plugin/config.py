@@ -46,7 +46,7 @@ def get_default_config() -> CN:
     cfg.data.width = 128  # re-ID input width
     cfg.data.combineall = False  # torchreid: merge query+gallery into training (not the paper's protocol)
     cfg.data.transforms = ["random_flip"]  # torchreid transform names (torchreid models only)
-    cfg.data.k_tfm = 1  # torchreid: number of augmented views per image
+    cfg.data.k_tfm = 1  # torchreid: augmented views per image (torchreid models; plugin models use 1)
     cfg.data.norm_mean = [0.485, 0.456, 0.406]  # torchreid models' normalisation mean (ImageNet)
     cfg.data.norm_std = [0.229, 0.224, 0.225]  # torchreid models' normalisation std (ImageNet)
     cfg.data.save_dir = "output/run"  # output folder of the run
@@ -81,7 +81,7 @@ def get_default_config() -> CN:
     cfg.train.lr = 5e-6  # base learning rate
     cfg.train.weight_decay = 1e-4  # coupled L2 weight decay on every trainable tensor
     cfg.train.max_epoch = 60  # epochs
-    cfg.train.start_epoch = 0  # first epoch (set by resume)
+    cfg.train.start_epoch = 0  # torchreid compatibility (the plugin takes the start epoch from the checkpoint)
     cfg.train.batch_size = 64  # images per batch (P*K)
     cfg.train.fixbase_epoch = 0  # torchreid: epochs training only open_layers
     cfg.train.open_layers = ["classifier"]  # torchreid: layers open during fixbase epochs
@@ -128,7 +128,7 @@ def get_default_config() -> CN:
     cfg.test.batch_size = 256  # evaluation batch size
     cfg.test.dist_metric = "euclidean"  # euclidean (squared) | cosine
     cfg.test.normalize_feature = True  # L2-normalise features before ranking (paper)
-    cfg.test.ranks = [1, 5, 10, 20]  # CMC ranks to log
+    cfg.test.ranks = [1, 5, 10, 20]  # torchreid compatibility (results report rank-1/5/10, mAP, mINP)
     cfg.test.evaluate = False  # evaluation only (same as --eval-only)
     cfg.test.eval_freq = -1  # evaluate every N epochs (-1: only at the end, paper)
     cfg.test.start_eval = 0  # first epoch at which periodic evaluation may run
