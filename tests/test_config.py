@@ -77,3 +77,20 @@ def test_config_hash_ignores_output_folder_only():
     b = merge_config(get_default_config(), None, ["data.save_dir", "y"])
     c = merge_config(get_default_config(), None, ["train.lr", "1e-5"])
     assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_an_upstream_torchreid_yaml_merges_unchanged(tmp_path):
+    """torchreid's own experiment files (e.g. im_osnet_x0_25_softmax_256x128_amsgrad.yaml) keep working."""
+    upstream = tmp_path / "im_osnet_x0_25_softmax_256x128_amsgrad.yaml"
+    upstream.write_text(
+        "model:\n  name: 'osnet_x0_25'\n  pretrained: True\n\n"
+        "data:\n  type: 'image'\n  sources: ['market1501']\n  targets: ['market1501']\n  height: 256\n"
+        "  width: 128\n  combineall: False\n  transforms: ['random_flip']\n  save_dir: 'log/osnet_x0_25'\n\n"
+        "loss:\n  name: 'softmax'\n  softmax:\n    label_smooth: True\n\n"
+        "train:\n  optim: 'amsgrad'\n  lr: 0.003\n  max_epoch: 180\n  batch_size: 128\n  fixbase_epoch: 10\n"
+        "  open_layers: ['classifier']\n  lr_scheduler: 'single_step'\n  stepsize: [80]\n\n"
+        "test:\n  batch_size: 300\n  dist_metric: 'euclidean'\n  normalize_feature: False\n  evaluate: False\n"
+        "  eval_freq: -1\n  rerank: False\n"
+    )
+    cfg = merge_config(get_default_config(), str(upstream))
+    assert cfg.model.name == "osnet_x0_25" and cfg.train.optim == "amsgrad" and cfg.train.stepsize == [80]
