@@ -104,8 +104,12 @@ def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str,
             return load_file(str(p), device="cpu")
         except Exception as e:  # noqa: BLE001 - re-raised with context
             raise WeightLoadError(f"cannot read safetensors {what} file '{p}': {e}") from e
+    from dcac_plugin._torchreid import torchreid_checkpoint_globals
+
     try:
-        return torch.load(str(p), map_location="cpu", weights_only=True)
+        # weights_only, plus the numpy scalar types torchreid pickles into its own checkpoints
+        with torchreid_checkpoint_globals():
+            return torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with context
         raise WeightLoadError(
             f"cannot read {what} file '{p}' with torch.load(weights_only=True): {e}. If the file holds "
@@ -495,17 +499,7 @@ def load_official_dcac_checkpoint(
     """
     encoder = getattr(model_or_encoder, "encoder", model_or_encoder)
     p = _check_file(path, "DCAC checkpoint")
-    from dcac_plugin._torchreid import torchreid_checkpoint_globals
-
-    if p.suffix == ".safetensors":
-        raw = read_state_dict(p, "DCAC checkpoint")
-    else:
-        try:
-            with torchreid_checkpoint_globals():
-                raw = torch.load(str(p), map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - re-raised with context
-            raise WeightLoadError(f"cannot read DCAC checkpoint '{p}' with weights_only=True: {e}") from e
-    sd = unwrap_state_dict(raw, p)
+    sd = unwrap_state_dict(read_state_dict(p, "DCAC checkpoint"), p)
     report = LoadReport(source=str(p))
     target = encoder.state_dict()
     wanted: dict[str, torch.Tensor] = {}
@@ -581,18 +575,8 @@ def load_torchreid_pretrained(model: nn.Module, path: str | os.PathLike) -> Load
     Returns:
         A :class:`LoadReport`.
     """
-    from dcac_plugin._torchreid import torchreid_checkpoint_globals
-
     p = _check_file(path, "pretrained model")
-    if p.suffix == ".safetensors":
-        raw = read_state_dict(p, "pretrained model")
-    else:
-        try:
-            with torchreid_checkpoint_globals():
-                raw = torch.load(str(p), map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - re-raised with context
-            raise WeightLoadError(f"cannot read '{p}' with weights_only=True: {e}") from e
-    sd = unwrap_state_dict(raw, p)
+    sd = unwrap_state_dict(read_state_dict(p, "pretrained model"), p)
     target = model.state_dict()
     report = LoadReport(source=str(p))
     matched = {}
