@@ -6,6 +6,7 @@ import torch
 
 from dcac_plugin._torchreid import tr
 from dcac_plugin.evaluation import NoValidQueryError, evaluate_features, evaluate_rank
+from dcac_plugin.evaluation import kernels as kernels_mod
 from dcac_plugin.evaluation import ranking as ranking_mod
 
 
@@ -14,9 +15,9 @@ def path(request, monkeypatch):
     """Force each ranking path: the torch float32 bucketings (full/mid/mixed) or the numba kernel."""
     if request.param is None:
         pytest.importorskip("numba")
-        assert ranking_mod.numba_kernel(ranking_mod._positions_py) is not None
+        assert kernels_mod.numba_kernel(ranking_mod._positions_py) is not None
     else:
-        monkeypatch.setattr(ranking_mod, "_USE_NUMBA", False)
+        monkeypatch.setattr(kernels_mod, "_USE_NUMBA", False)
         monkeypatch.setattr(ranking_mod, "_MID_FRACTION", request.param)
     return request.param
 
@@ -24,11 +25,11 @@ def path(request, monkeypatch):
 def _both_backends(fn, monkeypatch):
     """Run ``fn()`` with the numba kernel (the CPU default) and with the pure-torch path."""
     pytest.importorskip("numba")
-    assert ranking_mod._USE_NUMBA and ranking_mod.numba_kernel(ranking_mod._positions_py) is not None
+    assert kernels_mod._USE_NUMBA and kernels_mod.numba_kernel(ranking_mod._positions_py) is not None
     a = fn()
     with monkeypatch.context() as m:
-        m.setattr(ranking_mod, "_USE_NUMBA", False)
-        assert ranking_mod.numba_kernel(ranking_mod._positions_py) is None
+        m.setattr(kernels_mod, "_USE_NUMBA", False)
+        assert kernels_mod.numba_kernel(ranking_mod._positions_py) is None
         b = fn()
     return a, b
 
@@ -60,7 +61,7 @@ def test_nan_raises_on_both_paths_even_in_rows_without_a_match(monkeypatch):
         d = np.ones((2, 3), dtype=np.float32)
         d[row, 2] = np.nan
         for use in (True, False):
-            monkeypatch.setattr(ranking_mod, "_USE_NUMBA", use)
+            monkeypatch.setattr(kernels_mod, "_USE_NUMBA", use)
             with pytest.raises(ValueError, match="distance matrix contains NaN"):
                 evaluate_rank(d, [1, 9], g_pids, [0, 0], g_cams)
 

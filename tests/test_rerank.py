@@ -12,7 +12,7 @@ from dcac_plugin.evaluation import (
     re_ranking,
     re_ranking_features,
 )
-from dcac_plugin.evaluation import ranking as ranking_mod
+from dcac_plugin.evaluation import kernels as kernels_mod
 from dcac_plugin.evaluation import rerank as rerank_mod
 
 
@@ -21,9 +21,9 @@ def backend(request, monkeypatch):
     """Run with the numba kernels (the CPU default when numba imports) or the torch/scipy fallback."""
     if request.param == "numba":
         pytest.importorskip("numba")
-        assert ranking_mod.numba_kernel(rerank_mod._block_topk_py) is not None
+        assert kernels_mod.numba_kernel(rerank_mod._block_topk_py) is not None
     else:
-        monkeypatch.setattr(ranking_mod, "_USE_NUMBA", False)
+        monkeypatch.setattr(kernels_mod, "_USE_NUMBA", False)
     return request.param
 
 
@@ -112,7 +112,7 @@ def test_numba_and_torch_rerank_agree(monkeypatch):
     a = re_ranking_features(qf, gf, 20, 6, 0.3, chunk_size=50)
     rr = SparseReranker.from_features(qf, gf, chunk_size=50)
     with monkeypatch.context() as m:
-        m.setattr(ranking_mod, "_USE_NUMBA", False)
+        m.setattr(kernels_mod, "_USE_NUMBA", False)
         b = re_ranking_features(qf, gf, 20, 6, 0.3, chunk_size=50)
         rr_t = SparseReranker.from_features(qf, gf, chunk_size=50)
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)

@@ -18,7 +18,7 @@ How it works (per chunk of queries, torch, CPU or GPU):
   compiled per-row kernel (``prange`` over rows, vectorised count of the sorted positives below each
   item, same tie rule) instead of ``searchsorted``/``bincount``; it yields bit-identical CMC/AP/INP.
   The kernels are compiled on first use and cached on disk (``cache=True``; in memory when no cache
-  directory is writable). Set ``ranking._USE_NUMBA = False`` to force the pure-torch path (also used
+  directory is writable). Set ``kernels._USE_NUMBA = False`` to force the pure-torch path (also used
   for CUDA tensors and other dtypes).
 
 Tie-breaking: items at exactly equal distance are ordered by gallery index (a *stable* sort).
@@ -46,12 +46,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dcac_plugin.evaluation.kernels import numba_kernel
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "NoValidQueryError",
-    "compute_distance_chunk",
-    "evaluate_features",
     "evaluate_rank",
     "RankAccumulator",
 ]
@@ -197,10 +197,7 @@ def _count_less_full(dist: torch.Tensor, bvals: torch.Tensor, bvalid: torch.Tens
 # optional compiled kernel (numba); the torch code above is the fallback and the CUDA path
 # --------------------------------------------------------------------------------------------
 
-# Set to False to force the pure-torch path (tests run both). The kernel is used on CPU when numba imports.
-_USE_NUMBA = True
 prange = range  # replaced by numba.prange right before compilation (keeps the numba import lazy)
-_KERNELS: dict[str, Any] = {}
 
 
 def _positions_py(dist, rows, qpid, gpid, bvals, bidx, npos, out, nanflag):  # pragma: no cover - compiled
@@ -245,33 +242,6 @@ def _positions_py(dist, rows, qpid, gpid, bvals, bidx, npos, out, nanflag):  # p
         for k in range(n):
             c += hist[k]
             out[r, k] = c + k
-
-
-def numba_kernel(fn: Any) -> Any | None:
-    """Compile ``fn`` (a module-level function using the global ``prange``) with numba, once.
-
-    Returns None when numba is not importable or :data:`_USE_NUMBA` is False (callers then use their
-    pure-torch path). Compiled code is cached on disk (``cache=True``); without a writable cache
-    location it is compiled in memory instead.
-    """
-    if not _USE_NUMBA:
-        return None
-    key = f"{fn.__module__}.{fn.__name__}"
-    if key not in _KERNELS:
-        try:
-            import numba
-        except ImportError:
-            logger.info("numba not importable; using the pure-torch path for %s", fn.__name__)
-            _KERNELS[key] = None
-            return None
-        fn.__globals__["prange"] = numba.prange
-        opts = dict(parallel=True, nogil=True)
-        try:
-            _KERNELS[key] = numba.njit(cache=True, **opts)(fn)
-        except RuntimeError as err:  # no writable cache location (read-only install, no NUMBA_CACHE_DIR)
-            logger.info("numba cache unavailable (%s); compiling %s in memory", err, fn.__name__)
-            _KERNELS[key] = numba.njit(cache=False, **opts)(fn)
-    return _KERNELS[key]
 
 
 _NAN_MSG = "distance matrix contains NaN; check the features (NaN/inf in the model output)"
@@ -561,79 +531,3 @@ def _prep_features(x: Any, name: str, dev: torch.device, normalize: bool) -> tor
     if normalize:
         t = F.normalize(t, p=2, dim=1)
     return t
-
-
-def compute_distance_chunk(qf: torch.Tensor, gf: torch.Tensor, metric: str = "euclidean",
-                           g_sqnorm: torch.Tensor | None = None) -> torch.Tensor:
-    """Distances ``[B, G]`` between ``qf`` ``[B, D]`` and ``gf`` ``[G, D]`` as torchreid computes them.
-
-    ``'euclidean'`` is the *squared* euclidean distance (``|q|^2 + |g|^2 - 2 q.g``), ``'cosine'``
-    is ``1 - cos``. ``g_sqnorm`` (``[G]``, euclidean only) may be passed to avoid recomputing it.
-    """
-    if metric == "euclidean":
-        gn = g_sqnorm if g_sqnorm is not None else gf.pow(2).sum(1)
-        d = qf.pow(2).sum(1, keepdim=True) + gn[None, :]
-        return d.addmm_(qf, gf.t(), beta=1, alpha=-2)
-    if metric == "cosine":
-        return 1 - torch.mm(F.normalize(qf, p=2, dim=1), F.normalize(gf, p=2, dim=1).t())
-    raise ValueError(f"unknown distance metric {metric!r}; use 'euclidean' or 'cosine'")
-
-
-def evaluate_features(qf: Any, gf: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any,
-                      metric: str = "euclidean", normalize: bool = False, max_rank: int = 50,
-                      chunk_size: int | None = None, device: Any = None, use_metric_cuhk03: bool = False,
-                      rerank: bool = False, k1: int = 20, k2: int = 6,
-                      lambda_value: float = 0.3) -> dict[str, Any]:
-    """Rank metrics straight from features, chunk by chunk (never the full ``[Q, G]`` matrix).
-
-    Args:
-        qf, gf: ``[Q, D]`` / ``[G, D]`` features (tensor or numpy; cast to float32).
-        q_pids, g_pids, q_camids, g_camids: integer ids as in :func:`evaluate_rank`.
-        metric: ``'euclidean'`` (squared, like torchreid) or ``'cosine'``.
-        normalize: L2-normalise features first (torchreid's ``normalize_feature``).
-        max_rank: CMC length.
-        chunk_size: query rows per chunk (default: about 64M distances per chunk).
-        device: torch device (default: ``qf``'s device, CPU for numpy input).
-        use_metric_cuhk03: CUHK03 single-gallery-shot CMC.
-        rerank: apply k-reciprocal re-ranking (:mod:`dcac_plugin.evaluation.rerank`) before ranking,
-            with ``k1``, ``k2``, ``lambda_value``; memory grows with ``(Q + G) * k``, not ``(Q + G)^2``.
-
-    Returns:
-        ``{'mAP', 'rank1', 'rank5', 'rank10', 'mINP'}`` in percent (floats) and ``'cmc'``: list of
-        ``min(max_rank, G)`` CMC values in percent. ``rankK`` for ``K`` beyond the CMC length is the
-        last CMC value.
-    """
-    if metric not in ("euclidean", "cosine"):
-        raise ValueError(f"unknown distance metric {metric!r}; use 'euclidean' or 'cosine'")
-    fallback = qf.device if isinstance(qf, torch.Tensor) else torch.device("cpu")
-    dev = _resolve_device(device, fallback)
-    q = _prep_features(qf, "qf", dev, normalize)
-    g = _prep_features(gf, "gf", dev, normalize)
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(f"qf has dim {q.shape[1]} but gf has dim {g.shape[1]}; features must match")
-    num_q, num_g = q.shape[0], g.shape[0]
-    qp, gp, qc, gc = _check_ids(q_pids, g_pids, q_camids, g_camids, num_q, num_g, dev)
-    if num_g == 0 or num_q == 0:
-        raise NoValidQueryError(f"empty query ({num_q}) or gallery ({num_g}) set; nothing to evaluate")
-    if not (torch.isfinite(q).all() and torch.isfinite(g).all()):
-        raise ValueError("features contain NaN or inf; check the model output before evaluation")
-    chunks = list(_query_chunks(num_q, num_g, chunk_size))
-    if rerank:
-        from dcac_plugin.evaluation.rerank import SparseReranker
-
-        rr = SparseReranker.from_features(q, g, k1=k1, k2=k2, lambda_value=lambda_value, metric=metric,
-                                          chunk_size=None, device=dev)
-        blocks: Iterable[tuple[int, int, torch.Tensor]] = (
-            (a, b, rr.final_block(a, b)) for a, b in chunks)
-    else:
-        gn = g.pow(2).sum(1) if metric == "euclidean" else None
-        blocks = ((a, b, compute_distance_chunk(q[a:b], g, metric, gn)) for a, b in chunks)
-    with torch.no_grad():
-        cmc, mAP, mINP = _evaluate_blocks(blocks, qp, gp, qc, gc, max_rank, use_metric_cuhk03)
-    pct = [100.0 * float(c) for c in cmc]
-
-    def rank_k(k: int) -> float:
-        return pct[min(k, len(pct)) - 1]
-
-    return {"mAP": 100.0 * mAP, "rank1": rank_k(1), "rank5": rank_k(5), "rank10": rank_k(10),
-            "mINP": 100.0 * mINP, "cmc": pct}

@@ -17,7 +17,7 @@ that grows with ``N * k`` (``N = Q + G``) instead of several dense ``N x N`` mat
 Exact ties in ``O`` are broken by ``torch.topk`` (torch path) or by lower index (numba path) rather
 than ``np.argsort``; with float distances this only matters for duplicated features.
 
-On CPU with ``numba`` importable (see :func:`dcac_plugin.evaluation.ranking.numba_kernel`), compiled
+On CPU with ``numba`` importable (see :func:`dcac_plugin.evaluation.kernels.numba_kernel`), compiled
 kernels replace the hot spots: the streaming top-k / column maxima of each distance block and its
 transpose (no ``topk``/transpose copies), the k-reciprocal expansion, the exact ``O`` entries of the
 expanded sets (pairwise dot products) and the Jaccard + final mix per query row. The torch/scipy code
@@ -35,8 +35,8 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from dcac_plugin.evaluation import ranking as _ranking
-from dcac_plugin.evaluation.ranking import compute_distance_chunk
+from dcac_plugin.evaluation import kernels as _kernels
+from dcac_plugin.evaluation.kernels import compute_distance_chunk
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ _ROW_CHUNK = 4096
 
 
 # --------------------------------------------------------------------------------------------
-# numba kernels (compiled lazily by ranking.numba_kernel; the torch/scipy code is the fallback)
+# numba kernels (compiled lazily by kernels.numba_kernel; the torch/scipy code is the fallback)
 # --------------------------------------------------------------------------------------------
 
 prange = range  # replaced by numba.prange right before compilation
@@ -247,7 +247,7 @@ class SparseReranker:
         top = top_idx.cpu().long()
         kf = min(k1 + 1, top.shape[1])
         kh = min(int(np.around(k1 / 2.0)) + 1, top.shape[1])
-        expand = _ranking.numba_kernel(_expand_py)
+        expand = _kernels.numba_kernel(_expand_py)
         if expand is not None:
             ent = np.empty((n, kf + kf * kh), dtype=np.int64)
             cnt = np.empty(n, dtype=np.int64)
@@ -321,7 +321,7 @@ class SparseReranker:
         ng = self.num_g
         vq = self._vq[a:b]
         gt = self._gt
-        kernel = _ranking.numba_kernel(_temp_min_py)
+        kernel = _kernels.numba_kernel(_temp_min_py)
         if kernel is not None:
             res = np.zeros((b - a, ng), dtype=np.float64)
             kernel(vq.indptr, vq.indices, vq.data, gt.indptr, gt.indices, gt.data, res)
@@ -349,7 +349,7 @@ class SparseReranker:
 
     def final_block(self, a: int, b: int) -> torch.Tensor:
         """Re-ranked distances ``[b-a, G]`` (float32, on ``device``) for query rows ``a:b``."""
-        kernel = _ranking.numba_kernel(_final_rows_py) if self.device.type == "cpu" else None
+        kernel = _kernels.numba_kernel(_final_rows_py) if self.device.type == "cpu" else None
         if kernel is not None:
             o = self._qg_fn(a, b).contiguous()
             vq, gt = self._vq[a:b], self._gt
@@ -409,7 +409,7 @@ class SparseReranker:
         rowmax = torch.zeros(n, device=dev)
         keep_qg = num_q * num_g * 4 <= keep_qg_bytes
         qg = torch.empty((num_q, num_g), device=dev) if keep_qg else None
-        topk_kernel = _ranking.numba_kernel(_block_topk_py) if dev.type == "cpu" else None
+        topk_kernel = _kernels.numba_kernel(_block_topk_py) if dev.type == "cpu" else None
         with torch.no_grad():
             for bi, a0 in enumerate(starts):
                 a1 = min(n, a0 + bs)
@@ -444,7 +444,7 @@ class SparseReranker:
         x_cpu = x.cpu()
         sq_cpu = sq.cpu()
 
-        pair_kernel = _ranking.numba_kernel(_pair_sqdist_py)
+        pair_kernel = _kernels.numba_kernel(_pair_sqdist_py)
 
         def pair_fn(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
             """Exact ``O[rows[p], cols[p]]`` for flat int64 index vectors ``[P]`` -> ``[P]``."""
