@@ -9,6 +9,7 @@ import torch
 from dcac_plugin.cli.train import main
 from dcac_plugin.config import ConfigError
 from dcac_plugin.data.datasets import DatasetLayoutError
+from dcac_plugin.models.weights import WeightLoadError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.workers", "0", "train.batch_size", "16", "test.batch_size", "64", "train.print_freq", "1"]
@@ -156,3 +157,66 @@ def test_test_time_reranking_option(synthetic_tiny_root, tmp_path):
     assert "rerank: true" in (tmp_path / "rr" / "config.yaml").read_text()
     assert rr["results"]["market1501"] != plain["results"]["market1501"]  # re-ranking changed the ranking
     assert set(rr["results"]["market1501"]) == {"mAP", "rank1", "rank5", "rank10", "mINP"}
+
+
+def test_eval_only_of_dcac_weights_needs_no_clip_or_sd_file_and_keeps_the_dcac_name(synthetic_tiny_root,
+                                                                                     tmp_path):
+    """Evaluating saved DCAC weights builds the encoder alone: missing CLIP/SD files are never opened."""
+    from dcac_plugin.runner import file_sha256
+
+    out = tmp_path / "dcac"
+    rec = run("configs/demo/dcac_tiny.yaml", synthetic_tiny_root, out, "train.max_epoch", "1")
+    weights = out / "checkpoint_ep1.pth"
+    missing = ["dcac.clip_weights", str(tmp_path / "no" / "ViT-B-16.pt"),
+               "dcac.sd.weights", str(tmp_path / "no" / "v1-5-pruned.ckpt")]
+    # The same missing files stop a training run that needs them ...
+    with pytest.raises(WeightLoadError, match="not found"):
+        run("configs/demo/dcac_tiny.yaml", synthetic_tiny_root, tmp_path / "train", "train.max_epoch", "1", *missing)
+    # ... but not the evaluation of weights that hold the encoder.
+    again = main(["--config-file", str(ROOT / "configs/demo/dcac_tiny.yaml"), "--eval-only",
+                  "data.root", str(synthetic_tiny_root), "data.save_dir", str(tmp_path / "eval"), *TINY,
+                  *missing, "model.load_weights", str(weights)])
+    assert again["model"] == "dcac_tiny" and again["method"] == "DCAC (tiny)"
+    assert again["init"] == "weights:checkpoint_ep1.pth"
+    assert again["checkpoint"] == {"file": str(weights), "sha256": file_sha256(weights)}
+    for k, v in rec["results"]["msmt17"].items():
+        assert again["results"]["msmt17"][k] == pytest.approx(v, abs=1e-6)
+
+
+def test_results_record_traces_the_run(synthetic_tiny_root, tmp_path):
+    from dcac_plugin.runner import RESULTS_SCHEMA_VERSION, file_sha256
+
+    out = tmp_path / "clip"
+    rec = run("configs/demo/clip_tiny.yaml", synthetic_tiny_root, out, "train.max_epoch", "1", "train.seed", "7")
+    assert rec["schema_version"] == RESULTS_SCHEMA_VERSION == 2
+    assert rec["seed"] == 7
+    assert rec["argv"][:4] == ["python", "tools/train.py", "--config-file", str(ROOT / "configs/demo/clip_tiny.yaml")]
+    assert rec["argv"][-2:] == ["train.seed", "7"]
+    assert rec["command"].startswith("python tools/train.py --config-file ")
+    assert rec["checkpoint"] == {"file": "checkpoint_ep1.pth", "sha256": file_sha256(out / "checkpoint_ep1.pth")}
+    assert rec["status"] == "ok"
+
+
+def test_eval_only_on_a_run_folder_merges_new_targets(synthetic_tiny_root, tmp_path):
+    """More targets for a finished run: no retraining, nothing already in results.json is lost."""
+    out = tmp_path / "clip"
+    first = run("configs/demo/clip_tiny.yaml", synthetic_tiny_root, out, "train.max_epoch", "1",
+                "data.targets", "msmt17")
+    config_before = (out / "config.yaml").read_text()
+    merged = main(["--config-file", str(ROOT / "configs/demo/clip_tiny.yaml"), "--eval-only",
+                   "data.root", str(synthetic_tiny_root), "data.save_dir", str(out), *TINY,
+                   "data.targets", "dukemtmcreid,msmt17"])
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(merged))
+    assert set(merged["results"]) == {"msmt17", "dukemtmcreid"}
+    assert merged["protocol"]["targets"] == ["msmt17", "dukemtmcreid"]
+    assert merged["protocol"]["key"] == "MA->MS+D"
+    # the re-evaluated target gives the same numbers from the same checkpoint; training provenance stays
+    for k, v in first["results"]["msmt17"].items():
+        assert merged["results"]["msmt17"][k] == pytest.approx(v, abs=1e-6)
+    assert merged["epochs"] == 1 and merged["wall_time_s"] == first["wall_time_s"]
+    assert merged["command"] == first["command"] and merged["checkpoint"] == first["checkpoint"]
+    assert [e["targets"] for e in merged["evaluations"]] == [["dukemtmcreid", "msmt17"]]
+    assert "--eval-only" in merged["evaluations"][0]["command"]
+    assert (out / "config.yaml").read_text() == config_before
+    assert merged["status"] == "ok"

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcac_plugin.cli.train import build_engine, main, set_seed
+from dcac_plugin.cli.train import main
 from dcac_plugin.config import get_default_config, merge_config
 from dcac_plugin.data.manager import build_datamanager
 from dcac_plugin.engine.base import NonFiniteLossError
+from dcac_plugin.engine.build import build_engine
+from dcac_plugin.runner import set_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.workers", "0", "train.batch_size", "16", "test.batch_size", "64"]

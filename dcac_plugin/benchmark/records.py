@@ -1,6 +1,6 @@
 """Result records (``results.json``): schema, loading, per-target expansion, published numbers.
 
-One ``results.json`` is written per evaluated run by :func:`dcac_plugin.cli.train.main`. Schema
+One ``results.json`` is written per evaluated run by :func:`dcac_plugin.runner.run`. Schema
 version 1 (metrics are percentages, e.g. ``23.4`` for 23.4 % mAP)::
 
     {"schema_version": 1, "run_name": "dcac_ma2ms", "model": "dcac_vit_b16", "method": "DCAC",

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 from dcac_plugin import distributed as dist_utils
-from dcac_plugin.cli.train import build_engine, set_seed
 from dcac_plugin.config import get_default_config, merge_config
 from dcac_plugin.data.manager import build_datamanager
+from dcac_plugin.engine.build import build_engine
+from dcac_plugin.runner import set_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 GLOBAL_BATCH = 16  # 4 identities x 4 images

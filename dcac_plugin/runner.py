@@ -1,0 +1,400 @@
+"""Train and/or evaluate one run from Python: what ``tools/train.py`` does, without the shell.
+
+::
+
+    from dcac_plugin import runner
+    cfg = runner.load_config("configs/demo/dcac_tiny.yaml", ["data.root", "data/synthetic-small"])
+    record = runner.run(cfg)                      # train, evaluate every target, write results.json
+    record = runner.run(cfg, eval_only=True)      # evaluate the run folder's latest checkpoint
+
+A run writes, into ``data.save_dir``: the merged ``config.yaml``, ``train.log``, tensorboard events,
+checkpoints and ``results.json`` (schema in :mod:`dcac_plugin.benchmark.records`). Evaluating a
+finished run folder again (``eval_only``) on more ``data.targets`` merges the new targets into its
+``results.json``; what is already there is kept.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import math
+import random
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from yacs.config import CfgNode
+
+from dcac_plugin.config import ConfigError, as_list, config_hash, get_default_config, merge_config
+from dcac_plugin.utils.io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger("dcac_plugin")
+
+__all__ = ["RESULTS_SCHEMA_VERSION", "file_sha256", "load_config", "protocol_of", "run", "set_seed",
+           "setup_logging"]
+
+#: 2: adds ``seed``, ``command``, ``argv``, ``checkpoint`` ({file, sha256}) and ``evaluations``.
+RESULTS_SCHEMA_VERSION = 2
+
+# The tiny models share the method, not the ViT-B/16 of the paper's rows: label them apart.
+TINY_METHODS = {"dcac_tiny": "DCAC (tiny)", "clip_reid_tiny": "CLIP baseline (tiny ViT, no diffusion branch)"}
+
+_FILE_ONLY = "dcac_file_only"
+
+
+def load_config(config_file: str | Path | None = None, opts: Sequence[str] = (), *, eval_only: bool = False,
+                resume: bool = False) -> CfgNode:
+    """Defaults + yaml file + ``key value`` overrides, validated and frozen.
+
+    Raises:
+        ConfigError: unknown key, wrong type, or an unsupported setting (the message names it).
+    """
+    cfg = merge_config(get_default_config(), str(config_file) if config_file else None, list(opts))
+    if eval_only:
+        cfg.test.evaluate = True
+    if cfg.test.visrank:
+        raise ConfigError("test.visrank is not supported by the plugin's engines; set it False")
+    if cfg.data.type != "image":
+        raise ConfigError(f"data.type must be 'image' (video re-ID is not supported); got '{cfg.data.type}'")
+    if resume and not cfg.model.resume:
+        cfg.model.resume = "auto"
+    cfg.freeze()
+    return cfg
+
+
+class _NotFileOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, _FILE_ONLY, False)
+
+
+def setup_logging(save_dir: Path, main_process: bool = True) -> logging.Handler:
+    """Log to ``save_dir/train.log`` and stderr; returns the file handler (removed at the end).
+
+    Under DDP only rank 0 writes the log; the other ranks log warnings and errors to stderr.
+    Records logged with ``extra={"dcac_file_only": True}`` go to the file alone.
+    """
+    save_dir.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    if not main_process:
+        logging.getLogger().setLevel(logging.WARNING)
+        return logging.NullHandler()
+    fh = logging.FileHandler(save_dir / "train.log", encoding="utf-8")
+    fh.setFormatter(fmt)
+    root = logging.getLogger()
+    root.addHandler(fh)
+    streams = [h for h in root.handlers
+               if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    if not streams:
+        sh = logging.StreamHandler()
+        sh.setFormatter(fmt)
+        root.addHandler(sh)
+        streams = [sh]
+    for h in streams:
+        if not any(isinstance(f, _NotFileOnly) for f in h.filters):
+            h.addFilter(_NotFileOnly())
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    return fh
+
+
+def set_seed(seed: int, deterministic: bool) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = not deterministic
+
+
+def protocol_of(cfg: CfgNode) -> dict[str, Any]:
+    """Protocol description for the results record (benchmark = real or synthetic data)."""
+    from dcac_plugin.protocols import DATASET_CODES
+
+    sources, targets = as_list(cfg.data.sources), as_list(cfg.data.targets)
+    src = "+".join(DATASET_CODES.get(s, s) for s in sources)
+    marker = Path(cfg.data.root) / "SYNTHETIC.json"
+    variants: dict[str, Any] = {}
+    if "msmt17" in sources + targets:
+        variants["msmt17_include_val"] = bool(cfg.data.msmt17_include_val)
+    if any(n in ("cuhk03", "cuhk03_np") for n in sources + targets):
+        variants["cuhk03"] = "labeled" if cfg.cuhk03.labeled_images else "detected"
+    variants["test_interpolation"] = cfg.data.test_interpolation
+    return {
+        "key": f"{src}->{'+'.join(DATASET_CODES.get(t, t) for t in targets)}",
+        "kind": "multi_source" if len(sources) > 1 else "single_source",
+        "sources": sources,
+        "targets": targets,
+        "benchmark": "synthetic" if marker.is_file() else "real",
+        "variants": variants,
+    }
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _checkpoint_entry(path: str | Path | None, save_dir: Path) -> dict[str, str] | None:
+    """``{file, sha256}`` of the weights a result comes from (path relative to the run folder if inside)."""
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        shown = str(p.resolve().relative_to(save_dir.resolve()))
+    except ValueError:
+        shown = str(p)
+    return {"file": shown, "sha256": file_sha256(p)}
+
+
+def _status(results: dict[str, dict[str, float]], targets: list[str]) -> str:
+    """``ok`` when every target has finite metrics; ``incomplete`` otherwise."""
+    for t in targets:
+        row = results.get(t)
+        if not row or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in row.values()):
+            return "incomplete"
+    return "ok"
+
+
+def default_command(config_file: str | Path | None, opts: Sequence[str], eval_only: bool = False,
+                    resume: bool = False) -> list[str]:
+    """The ``tools/train.py`` command line that reproduces a run (argv list, ``python`` first)."""
+    argv = ["python", "tools/train.py"]
+    if config_file:
+        argv += ["--config-file", str(config_file)]
+    if eval_only:
+        argv.append("--eval-only")
+    if resume:
+        argv.append("--resume")
+    return argv + [str(o) for o in opts]
+
+
+def run(cfg: CfgNode, *, config_file: str | Path | None = None, command: Sequence[str] | None = None,
+        eval_only: bool | None = None) -> dict[str, Any]:
+    """Train (unless ``test.evaluate``) and evaluate one run; returns the results record.
+
+    Args:
+        cfg: a frozen config from :func:`load_config`.
+        config_file: recorded in ``results.json`` (``config_file``).
+        command: the command line that started the run (recorded; default: built from the config file).
+        eval_only: evaluate only (default: ``cfg.test.evaluate``).
+
+    Returns:
+        The record written to ``<data.save_dir>/results.json`` (rank 0), with ``status`` ``ok`` when
+        every target has finite metrics. Other DDP ranks return it with ``status`` ``worker``.
+    """
+    from dcac_plugin import distributed as dist_utils
+
+    if eval_only is not None and bool(eval_only) != bool(cfg.test.evaluate):
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.test.evaluate = bool(eval_only)
+        cfg.freeze()
+    save_dir = Path(cfg.data.save_dir)
+    t_start = time.time()
+    distributed, device = dist_utils.init_from_env(cfg.use_gpu)
+    handler = setup_logging(save_dir, dist_utils.is_main_process())
+    command = list(command) if command else default_command(config_file, [], bool(cfg.test.evaluate))
+    try:
+        return _run(cfg, str(config_file or ""), command, save_dir, t_start, device, distributed)
+    except Exception as e:
+        # into train.log only: the console shows the CLI's one-line message (or the traceback)
+        logger.error("run failed: %s: %s", type(e).__name__, e, exc_info=True, extra={_FILE_ONLY: True})
+        raise
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+        if distributed:
+            dist_utils.cleanup()
+
+
+def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_start: float,
+         device: torch.device, distributed: bool) -> dict[str, Any]:
+    import dcac_plugin
+    from dcac_plugin import distributed as dist_utils
+    from dcac_plugin.data.manager import build_datamanager
+    from dcac_plugin.engine.base import latest_checkpoint
+    from dcac_plugin.engine.build import (
+        build_engine,
+        build_vae_cache,
+        distribute_train_loader,
+        eval_kwargs,
+        is_plugin_config,
+        load_weights_for_eval,
+        plugin_model_name,
+    )
+    from dcac_plugin.utils.runinfo import device_description, git_commit, library_versions
+
+    evaluate_only = bool(cfg.test.evaluate)
+    previous = _previous_record(save_dir) if evaluate_only else None
+    if dist_utils.is_main_process() and previous is None:
+        atomic_write_text(cfg.dump(), save_dir / "config.yaml")
+    logger.info("config: %s (hash %s); output: %s", config_file or "<defaults>", config_hash(cfg), save_dir)
+    set_seed(cfg.train.seed, cfg.train.deterministic)
+    dcac_plugin.register()
+    is_plugin = is_plugin_config(cfg)
+    use_diffusion = is_plugin and plugin_model_name(cfg).startswith("dcac_")
+    # Evaluating saved weights needs only the encoder: no UNet/VAE, no CLIP or SD file.
+    saved = cfg.model.load_weights or (str(latest_checkpoint(save_dir) or "") if evaluate_only else "")
+    encoder_only = is_plugin and evaluate_only
+    use_cache = use_diffusion and cfg.dcac.sd.cache_vae_moments and not evaluate_only
+    dm = build_datamanager(cfg, use_gpu=device.type == "cuda", plugin_views=is_plugin,
+                           vae_view=use_diffusion and not use_cache and not evaluate_only)
+    if distributed:
+        distribute_train_loader(cfg, dm)
+    engine = build_engine(cfg, dm, device, is_plugin, distributed, encoder_only=encoder_only,
+                          load_clip=not (encoder_only and saved))
+    if use_cache:
+        engine.vae_cache = build_vae_cache(cfg, dm, engine.model, device)
+    # Same initial weights on every rank (seeded above); from here each rank's augmentations differ.
+    set_seed(cfg.train.seed + dist_utils.rank(), cfg.train.deterministic)
+    engine.setup(device=device, save_dir=str(save_dir), eval_kwargs=eval_kwargs(cfg),
+                 print_freq=cfg.train.print_freq, checkpoint_period=cfg.train.checkpoint_period,
+                 keep_checkpoints=cfg.train.keep_checkpoints, ddp=distributed,
+                 find_unused_parameters=is_plugin and (cfg.dcac.noise_loss_begin_epoch > 1 or cfg.dcac.cond.hard_label))
+
+    init = "random"
+    if is_plugin and cfg.dcac.clip_weights and not (encoder_only and saved):
+        init = f"clip:{Path(cfg.dcac.clip_weights).name}"
+    elif not is_plugin and cfg.model.pretrained:
+        init = f"imagenet:{Path(cfg.model.pretrained_path).name}"
+
+    weights_file: str | None = None
+    if evaluate_only:
+        if cfg.model.load_weights:
+            weights_file = load_weights_for_eval(engine, cfg, is_plugin)
+        elif saved:
+            weights_file = saved
+            if is_plugin:
+                from dcac_plugin.models.weights import load_official_dcac_checkpoint
+
+                load_official_dcac_checkpoint(engine.model, saved)
+            else:
+                engine.resume(saved)
+        else:
+            logger.warning("--eval-only without model.load_weights and no checkpoint in %s: "
+                           "evaluating the initial model", save_dir)
+        if weights_file:
+            init = f"weights:{Path(weights_file).name}"
+        results = engine.evaluate()
+        epochs = 0
+    else:
+        if cfg.model.load_weights:
+            load_weights_for_eval(engine, cfg, is_plugin)
+            init = f"weights:{Path(cfg.model.load_weights).name}"
+        resume = cfg.model.resume
+        if resume == "auto":
+            ckpt = latest_checkpoint(save_dir)
+            resume = str(ckpt) if ckpt else ""
+            if not ckpt:
+                logger.info("--resume: no checkpoint in %s yet, starting from scratch", save_dir)
+        if resume:
+            start_epoch = engine.resume(resume)
+        else:
+            start_epoch = 0
+        results = engine.fit(start_epoch, cfg.train.max_epoch, eval_freq=cfg.test.eval_freq,
+                             start_eval=cfg.test.start_eval, fixbase_epoch=cfg.train.fixbase_epoch,
+                             open_layers=list(cfg.train.open_layers))
+        epochs = cfg.train.max_epoch
+        weights_file = str(latest_checkpoint(save_dir) or "") or None
+
+    if not dist_utils.is_main_process():
+        return {"status": "worker", "results": results}
+    protocol = protocol_of(cfg)
+    record = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "run_name": save_dir.name,
+        "model": plugin_model_name(cfg),
+        "loss": ("softmax+triplet" if cfg.loss.name == "triplet" else "softmax") if not is_plugin else "dcac",
+        "protocol": protocol,
+        "results": results,
+        "init": init,
+        "seed": int(cfg.train.seed),
+        "config_file": config_file,
+        "config_hash": config_hash(cfg),
+        "command": shlex.join(command),
+        "argv": command,
+        "checkpoint": _checkpoint_entry(weights_file, save_dir),
+        "git_commit": git_commit(),
+        "versions": library_versions(),
+        "device": device_description(device),
+        "wall_time_s": round(time.time() - t_start, 2),
+        "epochs": epochs,
+        "num_train_pids": dm.num_train_pids,
+        "status": _status(results, protocol["targets"]),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if record["model"] in TINY_METHODS:
+        record["method"] = TINY_METHODS[record["model"]]
+    if distributed:
+        record["world_size"] = dist_utils.world_size()
+    if previous is not None:
+        record = _merge_evaluation(previous, record)
+    atomic_write_json(record, save_dir / "results.json")
+    logger.info("results written to %s", save_dir / "results.json")
+    return record
+
+
+def _previous_record(save_dir: Path) -> dict[str, Any] | None:
+    """The run folder's existing ``results.json`` (None when absent)."""
+    path = save_dir / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); move it away to evaluate this run folder "
+                         f"from scratch") from exc
+
+
+def _merge_evaluation(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Add an evaluation's targets to a run's record; keep its training provenance.
+
+    Targets evaluated now replace the same targets' old values (which are kept under
+    ``evaluations``); other targets stay as they were.
+    """
+    merged = dict(previous)
+    old_results = dict(previous.get("results") or {})
+    merged["results"] = {**old_results, **new["results"]}
+    proto = dict(previous.get("protocol") or new["protocol"])
+    targets = list(proto.get("targets") or [])
+    targets += [t for t in new["protocol"]["targets"] if t not in targets]
+    proto["targets"] = targets
+    new_key = new["protocol"]["key"].split("->", 1)
+    if len(new_key) == 2 and "->" in str(proto.get("key", "")):
+        src = str(proto["key"]).split("->", 1)[0]
+        from dcac_plugin.protocols import DATASET_CODES
+
+        proto["key"] = f"{src}->{'+'.join(DATASET_CODES.get(t, t) for t in targets)}"
+    merged["protocol"] = proto
+    merged["schema_version"] = RESULTS_SCHEMA_VERSION
+    evaluations = list(previous.get("evaluations") or [])
+    evaluations.append({
+        "targets": list(new["results"]),
+        "replaced": {t: old_results[t] for t in new["results"] if t in old_results},
+        "command": new["command"], "checkpoint": new["checkpoint"], "git_commit": new["git_commit"],
+        "device": new["device"], "wall_time_s": new["wall_time_s"], "created": new["created"],
+    })
+    merged["evaluations"] = evaluations
+    if not previous.get("checkpoint"):
+        merged["checkpoint"] = new["checkpoint"]
+    merged["status"] = _status(merged["results"], targets)
+    return merged
+
+
+def command_line() -> list[str]:
+    """This process's command line as a user would type it (``python tools/train.py ...``)."""
+    prog = sys.argv[0] if sys.argv else "tools/train.py"
+    return ["python", prog, *sys.argv[1:]]
