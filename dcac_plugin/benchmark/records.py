@@ -1,7 +1,7 @@
 """Result records (``results.json``): schema, loading, per-target expansion, published numbers.
 
 One ``results.json`` is written per evaluated run by :func:`dcac_plugin.runner.run`. Schema
-version 1 (metrics are percentages, e.g. ``23.4`` for 23.4 % mAP)::
+versions 1 and 2 are read (metrics are percentages, e.g. ``23.4`` for 23.4 % mAP)::
 
     {"schema_version": 1, "run_name": "dcac_ma2ms", "model": "dcac_vit_b16", "method": "DCAC",
      "protocol": {"key": "MA->MS", "kind": "single_source", "sources": ["market1501"],
@@ -10,6 +10,18 @@ version 1 (metrics are percentages, e.g. ``23.4`` for 23.4 % mAP)::
      "loss": "softmax" | "softmax+triplet" (optional), "config_file": ..., "config_hash": ...,
      "git_commit": ..., "versions": {...}, "device": ..., "wall_time_s": ..., "epochs": ...,
      "status": "ok", "created": "ISO time"}
+
+Version 2 adds (all optional here, so that a partly written record still loads): ``"seed": int``
+(``train.seed``), ``"command": "<exact shell command line>"``, ``"argv": [...]`` and
+``"checkpoint": {"file": "<path, relative to the run folder or absolute>", "sha256": "<hex>"}``
+(``null`` when the run kept no checkpoint).
+
+Provenance (:class:`Provenance`) is what the leaderboard shows per reproduced cell: the run folder
+(the folder of ``results.json``), its ``config.yaml`` and ``train.log`` when present, the recorded
+config hash, command, git commit, device and wall time, and the checkpoint with its sha256. For a
+record that predates these keys, what the run folder holds is used instead: the seed from
+``config.yaml`` (``train.seed``), the command rebuilt from ``argv`` when only that is recorded, and
+the latest ``checkpoint_ep*.pth`` with a sha256 computed here; anything else is unknown (``None``).
 
 A run with several targets is expanded into one :class:`TargetResult` per target. The column key
 of a target follows the published tables:
@@ -28,9 +40,13 @@ apart from real results everywhere downstream.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import math
+import re
+import shlex
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -42,7 +58,12 @@ from dcac_plugin.protocols import DATASET_CODES  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+#: The version the training runner writes now, and every version this module reads.
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
+#: Checkpoint file names the engine writes (``dcac_plugin.engine.base``; repeated here so that
+#: reading results never imports torch).
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint_ep(\d+)\.pth$")
 
 #: The four standard DG datasets, in the order the published tables use.
 STANDARD_CODES: tuple[str, ...] = ("MA", "D", "MS", "C3")
@@ -157,6 +178,177 @@ def method_sort_key(name: str) -> tuple:
 
 
 # ----------------------------------------------------------------------------------------------
+# provenance
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where one reproduced result comes from; ``None`` means unknown.
+
+    Paths are as found (relative to the working directory when the results folder was given
+    relative), never resolved, so that exports stay portable.
+
+    Attributes:
+        run_dir: the run folder (the folder holding ``results.json``).
+        results_file: the ``results.json`` itself.
+        config_yaml: ``<run_dir>/config.yaml`` (the merged config the run used) when it exists.
+        config_file: the config file the run was started with (``config_file`` in the record).
+        config_hash: hash of the merged config (``config_hash`` in the record).
+        command: the exact command line (``command``, else rebuilt from ``argv``).
+        git_commit: commit of the code that ran (``-dirty`` when the checkout had changes).
+        checkpoint: the checkpoint file (recorded, else the latest ``checkpoint_ep*.pth``).
+        checkpoint_sha256: the recorded sha256 (``None``: compute it with :func:`checkpoint_digest`).
+        checkpoint_recorded: True when the record names the checkpoint (``checkpoint`` key);
+            False when it was looked up in the run folder.
+        train_log: ``<run_dir>/train.log`` when it exists.
+        wall_time_s: training + evaluation wall time in seconds.
+        device: the device the run used.
+        created: ISO time the record was written.
+    """
+
+    run_dir: str | None = None
+    results_file: str | None = None
+    config_yaml: str | None = None
+    config_file: str | None = None
+    config_hash: str | None = None
+    command: str | None = None
+    git_commit: str | None = None
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    checkpoint_recorded: bool = False
+    train_log: str | None = None
+    wall_time_s: float | None = None
+    device: str | None = None
+    created: str | None = None
+
+    def files(self) -> dict[str, str]:
+        """The provenance files that exist on disk now: label -> path (as recorded)."""
+        out = {}
+        for label, p in (("run folder", self.run_dir), ("config.yaml", self.config_yaml),
+                         ("train.log", self.train_log), ("checkpoint", self.checkpoint)):
+            if p is not None and Path(p).exists():
+                out[label] = p
+        return out
+
+
+def latest_checkpoint_file(run_dir: str | Path) -> Path | None:
+    """The ``checkpoint_ep<N>.pth`` of the highest epoch in ``run_dir``, if any."""
+    best: tuple[int, Path] | None = None
+    for p in Path(run_dir).glob("checkpoint_ep*.pth"):
+        m = CHECKPOINT_PATTERN.match(p.name)
+        if m and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), p)
+    return best[1] if best else None
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 (hex) of a file, read in 1 MiB chunks; cached per (path, size, mtime)."""
+    st = Path(path).stat()
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def checkpoint_digest(prov: Provenance) -> tuple[str | None, str | None]:
+    """The checkpoint's sha256 and where it comes from.
+
+    Returns:
+        ``(hex, "recorded")`` when the record carries it, ``(hex, "computed")`` when it is computed
+        here from the file, ``(None, None)`` when there is no checkpoint file to hash.
+    """
+    if prov.checkpoint_sha256:
+        return prov.checkpoint_sha256, "recorded"
+    if prov.checkpoint is not None and Path(prov.checkpoint).is_file():
+        return file_sha256(prov.checkpoint), "computed"
+    return None, None
+
+
+def _optional(obj: dict, key: str, typ: type | tuple, where: str) -> Any:
+    """``obj[key]`` when present and not ``None`` (type-checked), else ``None``."""
+    val = obj.get(key)
+    if val is None:
+        return None
+    if not isinstance(val, typ) or isinstance(val, bool) and typ is not bool:
+        raise RecordError(f"{where}: key '{key}' must be {getattr(typ, '__name__', typ)}, "
+                          f"got {type(val).__name__} ({val!r})")
+    return val
+
+
+def _seed_from_config(config_yaml: Path) -> int | None:
+    """``train.seed`` of a run's merged ``config.yaml`` (``None`` when unreadable)."""
+    try:
+        cfg = yaml.safe_load(config_yaml.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    seed = (cfg.get("train") or {}).get("seed") if isinstance(cfg, dict) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def _provenance(obj: dict, path: Path | None, where: str) -> tuple[Provenance, int | None]:
+    """Provenance and seed of a record (see the module docstring for the fallbacks)."""
+    seed = _optional(obj, "seed", int, where)
+    command = _optional(obj, "command", str, where)
+    argv = _optional(obj, "argv", list, where)
+    if argv is not None and not all(isinstance(a, str) for a in argv):
+        raise RecordError(f"{where}: key 'argv' must be a list of strings, got {argv!r}")
+    if command is None and argv is not None:
+        command = shlex.join(argv)
+    wall = obj.get("wall_time_s")
+    if wall is not None and (isinstance(wall, bool) or not isinstance(wall, (int, float))):
+        raise RecordError(f"{where}: key 'wall_time_s' must be a number, got {wall!r}")
+    run_dir = path.parent if path is not None else None
+    ckpt_file: str | None = None
+    ckpt_sha: str | None = None
+    recorded = "checkpoint" in obj
+    if recorded:
+        ck = obj["checkpoint"]
+        if ck is not None:
+            if not isinstance(ck, dict) or not isinstance(ck.get("file"), str):
+                raise RecordError(f"{where}: key 'checkpoint' must be null or an object with a 'file' string "
+                                  f"(and a 'sha256' string), got {ck!r}")
+            sha = ck.get("sha256")
+            if sha is not None and (not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha)):
+                raise RecordError(f"{where}: key 'checkpoint.sha256' must be 64 hex digits, got {sha!r}")
+            f = Path(ck["file"])
+            ckpt_file = str(f if f.is_absolute() or run_dir is None else run_dir / f)
+            ckpt_sha = sha.lower() if sha else None
+    elif run_dir is not None:
+        latest = latest_checkpoint_file(run_dir)
+        ckpt_file = str(latest) if latest is not None else None
+
+    def existing(name: str) -> str | None:
+        return str(run_dir / name) if run_dir is not None and (run_dir / name).is_file() else None
+
+    config_yaml = existing("config.yaml")
+    if seed is None and config_yaml is not None:
+        seed = _seed_from_config(Path(config_yaml))
+    prov = Provenance(
+        run_dir=str(run_dir) if run_dir is not None else None,
+        results_file=str(path) if path is not None else None,
+        config_yaml=config_yaml,
+        config_file=_optional(obj, "config_file", str, where),
+        config_hash=_optional(obj, "config_hash", str, where),
+        command=command,
+        git_commit=_optional(obj, "git_commit", str, where),
+        checkpoint=ckpt_file,
+        checkpoint_sha256=ckpt_sha,
+        checkpoint_recorded=recorded,
+        train_log=existing("train.log"),
+        wall_time_s=float(wall) if wall is not None else None,
+        device=_optional(obj, "device", str, where),
+        created=_optional(obj, "created", str, where),
+    )
+    return prov, seed
+
+
+# ----------------------------------------------------------------------------------------------
 # records
 
 
@@ -175,6 +367,8 @@ class Record:
         results: target name -> metric name -> value (percent).
         path: the file it was read from (``None`` for in-memory records).
         created: ISO creation time ('' when absent).
+        seed: ``train.seed`` of the run (``None`` when unknown).
+        provenance: where the result comes from (see :class:`Provenance`).
         raw: the whole JSON object.
     """
 
@@ -188,6 +382,8 @@ class Record:
     results: dict[str, dict[str, float]]
     path: Path | None = None
     created: str = ""
+    seed: int | None = None
+    provenance: Provenance = field(default_factory=Provenance)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -201,6 +397,8 @@ class TargetResult:
         sources, target: dataset names.
         metrics: metric name -> value (percent); always holds ``mAP`` and ``rank1``.
         path: the record file.
+        seed: the run's seed (``None`` when unknown).
+        provenance: the run's provenance (``None`` for hand-made results).
     """
 
     run_name: str
@@ -212,6 +410,8 @@ class TargetResult:
     target: str
     metrics: dict[str, float]
     path: Path | None = None
+    seed: int | None = None
+    provenance: Provenance | None = None
 
 
 def _where(path: Path | str | None) -> str:
@@ -223,7 +423,7 @@ def _require(obj: dict, key: str, typ: type | tuple, where: str, ctx: str = "") 
         raise RecordError(f"{where}: missing key '{ctx}{key}'; results.json schema v{SCHEMA_VERSION} "
                           f"requires it (see dcac_plugin/benchmark/records.py)")
     val = obj[key]
-    if not isinstance(val, typ):
+    if not isinstance(val, typ) or isinstance(val, bool) and typ is int:
         raise RecordError(f"{where}: key '{ctx}{key}' must be {getattr(typ, '__name__', typ)}, "
                           f"got {type(val).__name__} ({val!r})")
     return val
@@ -243,15 +443,15 @@ def parse_record(obj: Any, path: Path | str | None = None) -> Record:
 
     Raises:
         RecordError: naming the file and the offending key when the object does not follow
-            schema version 1.
+            schema version 1 or 2.
     """
     where = _where(path)
     if not isinstance(obj, dict):
         raise RecordError(f"{where}: a results.json must hold a JSON object, got {type(obj).__name__}")
     version = _require(obj, "schema_version", int, where)
-    if version != SCHEMA_VERSION:
+    if version not in SCHEMA_VERSIONS:
         raise RecordError(f"{where}: schema_version {version} is not supported (this version reads "
-                          f"{SCHEMA_VERSION}); re-evaluate the run or upgrade dcac_plugin")
+                          f"{', '.join(map(str, SCHEMA_VERSIONS))}); re-evaluate the run or upgrade dcac_plugin")
     run_name = _require(obj, "run_name", str, where)
     model = _require(obj, "model", str, where)
     proto = _require(obj, "protocol", dict, where)
@@ -287,6 +487,7 @@ def parse_record(obj: Any, path: Path | str | None = None) -> Record:
     if method is not None and not isinstance(method, str):
         raise RecordError(f"{where}: key 'method' must be a string, got {method!r}")
     loss = obj.get("loss")
+    prov, seed = _provenance(obj, Path(path) if path is not None else None, where)
     return Record(
         run_name=run_name,
         model=model,
@@ -298,6 +499,8 @@ def parse_record(obj: Any, path: Path | str | None = None) -> Record:
         results=results,
         path=Path(path) if path is not None else None,
         created=str(obj.get("created", "")),
+        seed=seed,
+        provenance=prov,
         raw=obj,
     )
 
@@ -359,12 +562,18 @@ def expand_per_target(records: list[Record]) -> list[TargetResult]:
                 target=tgt,
                 metrics=dict(rec.results[tgt]),
                 path=rec.path,
+                seed=rec.seed,
+                provenance=rec.provenance,
             ))
     return out
 
 
 # ----------------------------------------------------------------------------------------------
 # published numbers
+
+#: Published-entry keys besides the protocol blocks.
+_ENTRY_KEYS = ("source", "method", "tag", "flags")
+DEFAULT_TAG = "paper"
 
 
 @dataclass(frozen=True)
@@ -373,6 +582,17 @@ class PublishedResult:
 
     ``rank1`` or ``mAP`` may be ``None`` when the source printed "-". ``later_work`` is True for
     entries from the ``later_work`` block (published after DCAC).
+
+    Attributes:
+        method: the method name, matched against reproduced rows (see :data:`MODEL_METHODS`).
+        kind, key: protocol kind and column key (``average`` for a printed multi-source average).
+        mAP, rank1: percentages as printed.
+        source: the publication.
+        later_work: from the ``later_work`` block.
+        label: the row name (the entry's key in the yaml; usually equal to ``method``).
+        tag: short name of the kind of source, used in "``<method>: ours - <tag>``" difference
+            rows and to tell two published rows of one method apart (``paper`` by default).
+        flags: protocol caveats of the row (e.g. ``{"msmt17": "V1"}``), shown as markers.
     """
 
     method: str
@@ -382,6 +602,9 @@ class PublishedResult:
     rank1: float | None
     source: str
     later_work: bool = False
+    label: str = ""
+    tag: str = DEFAULT_TAG
+    flags: tuple[tuple[str, str], ...] = ()
 
 
 def _published_pair(val: Any, where: str) -> tuple[float | None, float | None]:
@@ -398,39 +621,96 @@ def _published_pair(val: Any, where: str) -> tuple[float | None, float | None]:
     return out[0], out[1]
 
 
-def _published_block(block: Any, kind: str, method: str, source: str, later: bool,
-                     where: str) -> list[PublishedResult]:
+def _published_block(block: Any, kind: str, label: str, source: str, later: bool, where: str,
+                     ctx: str, method: str | None = None, tag: str = DEFAULT_TAG,
+                     flags: tuple[tuple[str, str], ...] = ()) -> list[PublishedResult]:
     if not isinstance(block, dict):
-        raise RecordError(f"{where}: '{method}' {kind} must map protocol keys to [mAP, Rank-1]")
+        raise RecordError(f"{where}: key '{ctx}' must map protocol keys to [mAP, Rank-1], got {block!r}")
     out = []
     for key, val in block.items():
-        m, r = _published_pair(val, f"{where}: {kind}.{method}.{key}")
-        out.append(PublishedResult(method, kind, str(key), m, r, source, later))
+        m, r = _published_pair(val, f"{where}: key '{ctx}.{key}'")
+        out.append(PublishedResult(method or label, kind, str(key), m, r, source, later, label, tag, flags))
+    return out
+
+
+def _entry_str(entry: dict, key: str, where: str, ctx: str) -> str | None:
+    val = entry.get(key)
+    if val is not None and (not isinstance(val, str) or not val.strip()):
+        raise RecordError(f"{where}: key '{ctx}.{key}' must be a non-empty string, got {val!r}")
+    return val
+
+
+def _entry_flags(entry: dict, where: str, ctx: str) -> tuple[tuple[str, str], ...]:
+    flags = entry.get("flags")
+    if flags is None:
+        return ()
+    if not isinstance(flags, dict) or not all(isinstance(k, str) and isinstance(v, (str, int, float))
+                                              and not isinstance(v, bool) for k, v in flags.items()):
+        raise RecordError(f"{where}: key '{ctx}.flags' must map flag names to short texts "
+                          f"(e.g. {{msmt17: V1}}), got {flags!r}")
+    return tuple((k, str(v)) for k, v in flags.items())
+
+
+def _entries(data: dict, block: str, later: bool, where: str) -> list[PublishedResult]:
+    """Parse a block of self-sourced entries (``later_work``, ``other_sources``)."""
+    entries = data.get(block) or {}
+    if not isinstance(entries, dict):
+        raise RecordError(f"{where}: key '{block}' must map row names to entries")
+    out = []
+    for label, entry in entries.items():
+        ctx = f"{block}.{label}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("source"), str):
+            raise RecordError(f"{where}: {ctx} needs its own 'source' string")
+        unknown = set(entry) - {*_ENTRY_KEYS, *KINDS}
+        if unknown:
+            raise RecordError(f"{where}: key '{ctx}' has unknown keys {sorted(unknown)}; allowed: "
+                              f"{sorted({*_ENTRY_KEYS, *KINDS})}")
+        method = _entry_str(entry, "method", where, ctx)
+        tag = _entry_str(entry, "tag", where, ctx) or DEFAULT_TAG
+        flags = _entry_flags(entry, where, ctx)
+        for kind in KINDS:
+            if kind in entry:
+                out.extend(_published_block(entry[kind], kind, str(label), entry["source"], later, where,
+                                            f"{ctx}.{kind}", method, tag, flags))
     return out
 
 
 def parse_published(data: Any, where: str = "<published>") -> list[PublishedResult]:
     """Parse the published-numbers structure (see ``dcac_plugin/benchmark/published.yaml``).
 
+    Top-level keys: ``source`` (the main publication), ``single_source`` / ``multi_source``
+    (row name -> protocol key -> ``[mAP, Rank-1]``, all from ``source``), ``later_work`` and
+    ``other_sources`` (row name -> an entry with its own ``source`` and optional ``method``,
+    ``tag`` and ``flags``, plus ``single_source`` / ``multi_source`` blocks).
+
     Raises:
-        RecordError: on a missing ``source``, a malformed entry, or an unknown block.
+        RecordError: on a missing ``source``, a malformed entry, an unknown block, or two rows of
+            one protocol kind with the same name or the same (method, tag); the message names the
+            file and the key.
     """
     if not isinstance(data, dict) or not isinstance(data.get("source"), str):
         raise RecordError(f"{where}: published numbers need a top-level 'source' string")
+    unknown = set(data) - {"source", "later_work", "other_sources", *KINDS}
+    if unknown:
+        raise RecordError(f"{where}: unknown top-level keys {sorted(unknown)}")
     source = data["source"]
     out: list[PublishedResult] = []
     for kind in KINDS:
-        for method, block in (data.get(kind) or {}).items():
-            out.extend(_published_block(block, kind, str(method), source, False, where))
-    for method, entry in (data.get("later_work") or {}).items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("source"), str):
-            raise RecordError(f"{where}: later_work.{method} needs its own 'source' string")
-        for kind in KINDS:
-            if kind in entry:
-                out.extend(_published_block(entry[kind], kind, str(method), entry["source"], True, where))
-    unknown = set(data) - {"source", "later_work", *KINDS}
-    if unknown:
-        raise RecordError(f"{where}: unknown top-level keys {sorted(unknown)}")
+        rows = data.get(kind) or {}
+        if not isinstance(rows, dict):
+            raise RecordError(f"{where}: key '{kind}' must map row names to protocol blocks")
+        for method, block in rows.items():
+            out.extend(_published_block(block, kind, str(method), source, False, where, f"{kind}.{method}"))
+    out.extend(_entries(data, "later_work", True, where))
+    out.extend(_entries(data, "other_sources", False, where))
+    rows_seen: dict[tuple[str, str], str] = {}
+    for p in out:
+        for ident in ((p.kind, "label:" + p.label), (p.kind, f"method:{p.method}|tag:{p.tag}")):
+            prev = rows_seen.setdefault(ident, p.source)
+            if prev != p.source:
+                raise RecordError(f"{where}: two {p.kind} rows named '{p.label}' / of method '{p.method}' with "
+                                  f"tag '{p.tag}' ({prev!r} and {p.source!r}); give one another row name or "
+                                  f"'tag'")
     return out
 
 
@@ -439,6 +719,10 @@ def load_published(path: str | Path | None = None) -> list[PublishedResult]:
 
     Returns:
         Every published cell in file order, each with its source.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        RecordError: the file is not valid YAML or not of the published-numbers form.
     """
     if path is None:
         text = resources.files("dcac_plugin.benchmark").joinpath(PUBLISHED_RESOURCE).read_text("utf-8")
@@ -448,4 +732,8 @@ def load_published(path: str | Path | None = None) -> list[PublishedResult]:
         if not p.is_file():
             raise FileNotFoundError(f"published numbers file not found: {p}")
         text, where = p.read_text(encoding="utf-8"), str(p)
-    return parse_published(yaml.safe_load(text), where)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecordError(f"{where}: not valid YAML ({exc})") from exc
+    return parse_published(data, where)
