@@ -133,3 +133,17 @@ def test_sie_camera_embedding_trains_and_evaluates_in_domain(synthetic_tiny_root
     assert cam_emb.grad is not None and not torch.equal(cam_emb.detach(), before)
     metrics = engine.evaluate()["market1501"]
     assert 0.0 <= metrics["mAP"] <= 100.0
+
+
+def test_atomic_writes_get_the_permissions_of_a_normal_file(tmp_path):
+    """Result pages and records are readable by others, like any file open() would create."""
+    import os
+
+    from dcac_plugin.utils.io import atomic_write_text
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic = atomic_write_text("x", tmp_path / "atomic.txt")
+    assert (atomic.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)
