@@ -373,7 +373,7 @@ def main() -> None:
           f"Command: `{cmd}`", "",
           f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__} with {torch.get_num_threads()} threads, numpy {np.__version__}. "
-          f"Run on {time.strftime('%Y-%m-%d %H:%M')}; 1-min load average {load_start:.1f} at the start and "
+          f"Finished on {time.strftime('%Y-%m-%d %H:%M')}; 1-min load average {load_start:.1f} at the start and "
           f"{os.getloadavg()[0]:.1f} at the end. The last column gives the lowest and highest 1-min load "
           "average seen around each row's measurements (above the CPU count, other jobs shared the CPU: "
           "absolute times are then inflated; both sides of a ratio ran in the same period).", "",
