@@ -62,7 +62,7 @@ METHOD_NOTES = [
     "per-row counting (a vectorised count of the sorted positives below each item, same exact tie rule, "
     "bit-identical results to the torch path) and, for re-ranking, the streaming top-k of each GEMM block "
     "and its transpose, the k-reciprocal expansion, the exact O entries and the Jaccard/final mix. The "
-    "remaining floor is the Q x G (or N x N / 2) GEMM at ~80-115 GFLOP/s on 2 cores.",
+    "remaining floor is the Q x G (or N x N / 2) GEMM.",
     "",
 ]
 
