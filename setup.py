@@ -20,7 +20,8 @@ setup(
     description="DCAC (Li & Gong 2025) for torchreid: diffusion-assisted domain-generalisable person re-ID",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    license="MIT",
+    license="MIT",  # SPDX expression; the text is in LICENSE
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     packages=find_packages(include=["dcac_plugin", "dcac_plugin.*"]),
     include_package_data=True,

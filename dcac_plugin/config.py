@@ -1,7 +1,7 @@
 """yacs configuration: torchreid's key tree (lowercase nodes) plus one ``dcac`` node.
 
 Every key carries a comment. Experiment yaml files only override. Defaults are the paper's
-values (``shared/design/dcac-method.md``) for the ``dcac`` node and torchreid's own defaults
+values (``docs/METHOD.md §10``) for the ``dcac`` node and torchreid's own defaults
 for the torchreid nodes, so upstream torchreid yaml files merge unchanged.
 """
 

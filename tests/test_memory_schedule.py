@@ -12,7 +12,7 @@ from dcac_plugin.engine.schedule import build_scheduler, warmup_multistep_factor
 
 # ------------------------------------------------------------------------------------------ LR
 
-SPEC_TABLE = {  # spec §6.4, base 5e-6
+SPEC_TABLE = {  # docs/METHOD.md §7.3, base 5e-6
     1: 0.95e-6,
     2: 1.40e-6,
     3: 1.85e-6,

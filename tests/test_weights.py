@@ -51,7 +51,7 @@ def test_resize_pos_embed_14x14_to_16x8_matches_manual_interpolate():
     grid = pos[1:].reshape(1, 14, 14, 8).permute(0, 3, 1, 2)
     ref = F.interpolate(grid, size=(16, 8), mode="bilinear", align_corners=False)
     torch.testing.assert_close(out[1:], ref.permute(0, 2, 3, 1).reshape(128, 8))
-    # differs from open_clip's bicubic+antialias helper (spec §11 item 28)
+    # differs from open_clip's bicubic+antialias helper (docs/DECISIONS.md item 28)
     sd = {"visual.positional_embedding": pos.clone()}
     model = nn.Module()
     model.visual = build_visual_tower(

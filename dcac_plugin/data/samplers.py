@@ -1,6 +1,6 @@
 """A distributed P x K identity sampler.
 
-Same batching algorithm as torchreid's ``RandomIdentitySampler`` (spec §6.5): per epoch, each
+Same batching algorithm as torchreid's ``RandomIdentitySampler`` (docs/METHOD.md §7.4): per epoch, each
 identity's image indices are shuffled (up-sampled with replacement to K when it has fewer),
 cut into chunks of K; then P identities with chunks left are drawn at random and one chunk of
 each forms a batch, until fewer than P identities remain. Here the draws come from a private

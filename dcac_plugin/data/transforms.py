@@ -1,4 +1,4 @@
-"""Image transforms of the paper (spec §3.3, §6.6): the re-ID view and the VAE view."""
+"""Image transforms of the paper (docs/METHOD.md §4.3, §7.5): the re-ID view and the VAE view."""
 
 from __future__ import annotations
 

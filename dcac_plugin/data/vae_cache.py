@@ -1,4 +1,4 @@
-"""On-disk cache of VAE posterior moments (spec §3.2-3.3, §11 item 15).
+"""On-disk cache of VAE posterior moments (docs/METHOD.md §4.2-4.3, docs/DECISIONS.md item 15).
 
 The VAE view of an image is deterministic (resize + normalise, no augmentation), so the frozen VAE
 encoder's posterior moments (mean ‖ logvar) are a pure function of (image bytes, VAE encoder weights,

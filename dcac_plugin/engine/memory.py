@@ -1,4 +1,4 @@
-"""Prototype (cluster) memory and the prototypical contrastive loss, PCL (spec §5.2).
+"""Prototype (cluster) memory and the prototypical contrastive loss, PCL (docs/METHOD.md §6.2).
 
 As in the original ("ClusterMemoryAMP" with hard update), the memory update happens inside the
 autograd **backward** of the loss: the gradient w.r.t. z is computed with the memory as it was in
@@ -7,7 +7,7 @@ similarity to its current prototype (the hardest; first one on ties) updates it 
 ``M_k ← normalise(momentum·M_k + (1 − momentum)·z_hard)`` with momentum 0.2 (weight of the OLD
 prototype). Calling ``loss(...)`` without a later ``backward()`` therefore leaves the memory
 untouched (e.g. under ``torch.no_grad()``); with a GradScaler the update happens even on skipped
-steps, like the original (spec §11 item 21). Under DDP the update uses the global batch
+steps, like the original (docs/DECISIONS.md item 21). Under DDP the update uses the global batch
 (all-gathered), keeping the memory identical on every rank.
 """
 
@@ -177,5 +177,5 @@ class PrototypeMemory(nn.Module):
         return F.cross_entropy(logits.float(), labels.to(logits.device, torch.long))
 
     def snapshot(self) -> torch.Tensor:
-        """Detached clone [N, dim] of the memory, for 'pcl'/'fc+pcl' conditioning (spec §11 item 10)."""
+        """Detached clone [N, dim] of the memory, for 'pcl'/'fc+pcl' conditioning (docs/DECISIONS.md item 10)."""
         return self.features.detach().clone()

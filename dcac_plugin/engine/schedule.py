@@ -1,4 +1,4 @@
-"""Per-epoch warm-up + multi-step LR schedule of DCAC / CLIP-ReID (spec §6.4).
+"""Per-epoch warm-up + multi-step LR schedule of DCAC / CLIP-ReID (docs/METHOD.md §7.3).
 
 lr(e) = base · w(e) · γ^{#milestones ≤ e} for the 1-based epoch e, with the linear warm-up
 w(e) = f·(1 − e/W) + e/W for e < W, else 1 (W = 10 epochs, f = 0.1). The original steps its scheduler

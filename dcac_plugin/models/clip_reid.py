@@ -1,4 +1,4 @@
-"""CLIP-ReID encoder: open_clip ViT image tower + BNNeck + bias-free ID classifier (spec §2)."""
+"""CLIP-ReID encoder: open_clip ViT image tower + BNNeck + bias-free ID classifier (docs/METHOD.md §3)."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def build_visual_tower(
 
 
 class CLIPReIDEncoder(nn.Module):
-    """CLIP image tower → projected CLS f → BNNeck → bias-free classifier (spec §2.1–2.4).
+    """CLIP image tower → projected CLS f → BNNeck → bias-free classifier (docs/METHOD.md §3.1–3.5).
 
     Children (official-checkpoint names): ``image_encoder`` (open_clip ``VisionTransformer``),
     ``bnneck`` (``BatchNorm1d``, bias frozen at 0), ``fc`` (``Linear(feat_dim, N, bias=False)``,
@@ -121,8 +121,8 @@ class CLIPReIDEncoder(nn.Module):
         num_cams: >0 enables the camera embedding (SIE); 0 (default) disables it.
         sie_coef: multiplier of the camera embedding (the original uses none, i.e. 1.0).
         bnneck_momentum: BN running-stat momentum; default 0.19 reproduces the original's
-            double BN call per step (spec §11 item 4).
-        freeze_patch_proj: freeze ``conv1`` (spec §2.4).
+            double BN call per step (docs/DECISIONS.md item 4).
+        freeze_patch_proj: freeze ``conv1`` (docs/METHOD.md §3.4).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Correlation-aware conditioning: ID probabilities × ID-wise prompt bank → one context token (spec §4)."""
+"""Correlation-aware conditioning: ID probabilities × ID-wise prompt bank → one context token (docs/METHOD.md §5)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ BOTTLENECKS = ("embedding", "silu", "bn", "bn+silu", "condition_net")
 
 
 def build_bottleneck(kind: str, context_dim: int, init_std: float = 1.0, hidden: int = 96) -> nn.Module:
-    """The condition bottleneck applied to c (spec §4.3); ``'embedding'`` (used) is the identity.
+    """The condition bottleneck applied to c (docs/METHOD.md §5.3); ``'embedding'`` (used) is the identity.
 
     Args:
         kind: one of :data:`BOTTLENECKS`.
@@ -48,7 +48,7 @@ def build_bottleneck(kind: str, context_dim: int, init_std: float = 1.0, hidden:
 
 
 class CorrelationAwareCondition(nn.Module):
-    """c = bottleneck(p · E) as a single context token [B, 1, D] (spec §4.1–4.4).
+    """c = bottleneck(p · E) as a single context token [B, 1, D] (docs/METHOD.md §5.1–5.4).
 
     Args:
         num_classes: N (rows of the prompt bank; ``feat_dim`` rows in ``'feature'`` mode).
@@ -60,7 +60,7 @@ class CorrelationAwareCondition(nn.Module):
         bottleneck: see :func:`build_bottleneck`.
         init_std: E ~ init_std · N(0, 1).
         hard_label: condition on the ground-truth prompt E_y only (no gradient to the re-ID model;
-            spec §11 item 11 — ablation only).
+            docs/DECISIONS.md item 11 — ablation only).
         memory_temperature: T_mem of ``'pcl'`` (0.01).
     """
 
@@ -110,7 +110,7 @@ class CorrelationAwareCondition(nn.Module):
             if z is None or memory is None:
                 raise ValueError(
                     f"prob_type={self.prob_type!r} needs z and memory (a detached [N, D] clone of the "
-                    f"prototype memory taken before the PCL loss; spec §11 item 10)"
+                    f"prototype memory taken before the PCL loss; docs/DECISIONS.md item 10)"
                 )
             q = F.softmax(z.float() @ memory.detach().float().t() / self.memory_temperature, dim=1)
             p = q if p is None else 0.5 * (p + q)

@@ -1,4 +1,4 @@
-"""DCAC assembly: CLIP-ReID encoder + correlation-aware condition + diffusion branch (spec §0–§6)."""
+"""DCAC assembly: CLIP-ReID encoder + correlation-aware condition + diffusion branch (docs/METHOD.md §1–§7)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class DCAC(nn.Module):
           → dict with ``logits`` [B,N], ``feat`` [B,D] (raw projected CLS), ``feat_bn`` [B,D],
           ``z`` [B,D] (L2-normalised feat_bn) and, when the diffusion branch exists and ``x_vae`` or
           ``vae_moments`` is given, ``cond`` [B,1,C] and ``loss_ldm`` (scalar). The BNNeck is called
-          once per step (spec §11 item 4). ID/PCL losses belong to the engine. The baseline ignores
+          once per step (docs/DECISIONS.md item 4). ID/PCL losses belong to the engine. The baseline ignores
           ``x_vae``/``vae_moments``/``memory`` so one engine serves both.
     """
 
@@ -176,7 +176,7 @@ class DCAC(nn.Module):
     def param_groups(
         self, base_lr: float, lora_lr_mult: float = 1.0, weight_decay: float = 1e-4
     ) -> list[dict[str, Any]]:
-        """Optimiser parameter groups (spec §6.3): Adam with coupled L2 on every trainable tensor.
+        """Optimiser parameter groups (docs/METHOD.md §7.2): Adam with coupled L2 on every trainable tensor.
 
         Args:
             base_lr: LR of the encoder/classifier/BN weight.
@@ -262,7 +262,7 @@ def build_dcac(
 ) -> DCAC:
     """Build DCAC (``diffusion=True``) or the CLIP-ReID baseline (``diffusion=False``: no UNet/VAE/prompts).
 
-    Defaults are the paper's (spec §8). ``feat_dim`` comes from the vision config's ``embed_dim``,
+    Defaults are the paper's (docs/METHOD.md §10). ``feat_dim`` comes from the vision config's ``embed_dim``,
     the prompt dim from the UNet's ``cross_attention_dim``. Nothing is downloaded: empty weight paths
     give a random init with a WARNING.
 

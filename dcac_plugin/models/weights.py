@@ -200,7 +200,7 @@ def load_clip_visual_state_dict(path: str | os.PathLike) -> dict[str, torch.Tens
 def resize_pos_embed_bilinear(
     pos: torch.Tensor, new_grid: tuple[int, int] = (16, 8), old_grid: tuple[int, int] | None = None
 ) -> torch.Tensor:
-    """Resize a ViT positional-embedding table the way CLIP-ReID / DCAC do (spec §2.1).
+    """Resize a ViT positional-embedding table the way CLIP-ReID / DCAC do (docs/METHOD.md §3.2).
 
     The CLS row is kept; the patch rows are reshaped row-major to the old grid (square if
     ``old_grid`` is None), resized with ``F.interpolate(mode="bilinear", align_corners=False)``
@@ -435,7 +435,7 @@ def load_sd_diffusers_folder(
 ) -> dict[str, LoadReport]:
     """Load UNet + VAE weights from a diffusers-format SD folder (``<folder>/unet``, ``<folder>/vae``).
 
-    Note (spec §14.4): the diffusers ``unet/`` weights of SD-1.5 may be the EMA set, unlike the
+    Note (docs/METHOD.md §15, item 4): the diffusers ``unet/`` weights of SD-1.5 may be the EMA set, unlike the
     original DCAC (non-EMA from ``v1-5-pruned.ckpt``).
 
     Args:
@@ -480,7 +480,7 @@ def load_sd_weights(
 def load_official_dcac_checkpoint(
     model_or_encoder: nn.Module, path: str | os.PathLike, load_heads: bool = False, strict: bool = True
 ) -> LoadReport:
-    """Load the re-ID encoder of an official DCAC release checkpoint (spec §10.5) — or of this plugin's.
+    """Load the re-ID encoder of an official DCAC release checkpoint (docs/METHOD.md §11.3) — or of this plugin's.
 
     Unwraps ``state_dict``/``model``, strips ``module.``, keeps ``encoder.image_encoder.*`` and
     ``encoder.bnneck.*`` (and ``encoder.cam_emb`` when the model has SIE); ``encoder.fc.weight`` is
