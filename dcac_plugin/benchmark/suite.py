@@ -458,13 +458,17 @@ def check_random_init(entries: Sequence[RunEntry]) -> str | None:
         ``None`` when every run is fine; otherwise one message naming the runs, the missing files
         and the fix.
     """
+    from dcac_plugin.config import ConfigError
     from dcac_plugin.runner import protocol_of
 
     problems: dict[str, list[str]] = {}
     for e in entries:
         if not Path(e.config_file).is_file():
             continue
-        cfg = entry_config(e)
+        try:
+            cfg = entry_config(e)
+        except ConfigError:
+            continue  # the run fails on its own, with the config's message
         if _is_plugin_model(cfg.model.name) or protocol_of(cfg)["benchmark"] != "real":
             continue
         if not cfg.model.pretrained:
@@ -489,16 +493,20 @@ def plan_costs(entries: Sequence[RunEntry], gpus_per_run: int = 1,
                throughput: dict[str, float] | None = None) -> list[Any]:
     """:class:`~dcac_plugin.benchmark.cost.RunCost` per run (epochs and images from each run's config)."""
     from dcac_plugin.benchmark.cost import RunCost, throughput_for, train_images
-    from dcac_plugin.config import as_list
+    from dcac_plugin.config import ConfigError, as_list
 
     out = []
     for e in entries:
         epochs = images = None
         targets = e.targets
         if Path(e.config_file).is_file():
-            cfg = entry_config(e)
-            epochs, images = int(cfg.train.max_epoch), train_images(cfg)
-            targets = tuple(as_list(cfg.data.targets))
+            try:
+                cfg = entry_config(e)
+            except ConfigError as exc:
+                logger.warning("%s: %s (no cost estimate)", e.run_name, exc)
+            else:
+                epochs, images = int(cfg.train.max_epoch), train_images(cfg)
+                targets = tuple(as_list(cfg.data.targets))
         out.append(RunCost(e.run_name, e.model or e.run_name, targets, epochs, images, gpus_per_run,
                            throughput_for(e.model or e.run_name, throughput or {})))
     return out
