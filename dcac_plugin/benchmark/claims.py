@@ -289,15 +289,16 @@ class Heartbeat:
             self._claims.pop(claim.token, None)
 
     def _loop(self) -> None:
+        # The lock is held while a claim is rewritten, so once discard() returns no rewrite of that
+        # claim is in flight and releasing it cannot be undone by a late heartbeat.
         while not self._stop.wait(self.interval):
             with self._lock:
-                claims = list(self._claims.values())
-            for c in claims:
-                try:
-                    if not heartbeat(c):
-                        self.discard(c)  # adopted by a job, released or taken over
-                except OSError as e:  # a full disk must not kill the runner
-                    logger.warning("heartbeat of %s failed: %s", c.path, e)
+                for token, c in list(self._claims.items()):
+                    try:
+                        if not heartbeat(c):
+                            del self._claims[token]  # adopted by a job, released or taken over
+                    except OSError as e:  # a full disk must not kill the runner
+                        logger.warning("heartbeat of %s failed: %s", c.path, e)
 
     def stop(self) -> None:
         self._stop.set()
