@@ -66,6 +66,7 @@ start_munge() {
     mkdir -p /run/munge /var/log/munge /var/lib/munge
     chown munge:munge /run/munge /var/log/munge /var/lib/munge
     mkdir -p "$DIR/munge"
+    chmod 755 "$DIR"  # munged runs as the munge user and must reach its folder
     chown munge:munge "$DIR/munge"
     runuser -u munge -- munged --pid-file="$DIR/munge/munged.pid" --log-file="$DIR/munge/munged.log"
     touch "$DIR/munged.ours"

@@ -475,7 +475,7 @@ def run_training_job(spec: JobSpec) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         cmd = training_command(spec.argv, spec.nproc, sys.executable, spec.cwd)
-        sys.stderr.write(f"# {' '.join(cmd)}\n")
+        sys.stderr.write(f"# job {job_id} in {spec.cwd}: OMP_NUM_THREADS=1 {' '.join(cmd)}\n")
         sys.stderr.flush()
         tail: collections.deque[str] = collections.deque(maxlen=40)
         proc = subprocess.Popen(cmd, cwd=spec.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
