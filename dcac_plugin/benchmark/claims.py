@@ -38,8 +38,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dcac_plugin.utils.io import atomic_write_json
-
 logger = logging.getLogger(__name__)
 
 CLAIM_FILE = "claim.json"
@@ -304,3 +302,10 @@ class Heartbeat:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+
+
+def atomic_write_json(obj: Any, path: str | Path) -> Path:
+    """:func:`dcac_plugin.utils.io.atomic_write_json`, imported on use (it imports torch)."""
+    from dcac_plugin.utils.io import atomic_write_json as write
+
+    return write(obj, path)

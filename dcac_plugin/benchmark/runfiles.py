@@ -13,8 +13,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dcac_plugin.utils.io import atomic_write_json
-
 RESULTS_FILE = "results.json"
 FAILED_FILE = "failed.json"
 
@@ -69,3 +67,10 @@ def clear_failure(run_dir: str | Path) -> None:
     path = Path(run_dir) / FAILED_FILE
     if path.is_file():
         path.unlink()
+
+
+def atomic_write_json(obj: Any, path: str | Path) -> Path:
+    """:func:`dcac_plugin.utils.io.atomic_write_json`, imported on use (it imports torch)."""
+    from dcac_plugin.utils.io import atomic_write_json as write
+
+    return write(obj, path)

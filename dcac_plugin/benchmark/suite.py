@@ -726,13 +726,17 @@ def run_suite(
                     continue
                 try:
                     handle = launcher.start(entry, claim)
-                except LauncherError:
+                except Exception as exc:  # noqa: BLE001 - e.g. sbatch refused the job: record, carry on
+                    if isinstance(exc, LauncherError):
+                        beat.discard(claim)
+                        claims.release(claim)
+                        raise
+                    finish(entry, claim, Outcome(False, f"{type(exc).__name__}: {exc}"), start, tag)
+                    continue
+                except BaseException:  # interrupted inside an inline run: free the claim at once
                     beat.discard(claim)
                     claims.release(claim)
                     raise
-                except Exception as exc:  # noqa: BLE001 - e.g. sbatch refused the job: record, carry on
-                    finish(entry, claim, Outcome(False, f"{type(exc).__name__}: {exc}"), start, tag)
-                    continue
                 where = launcher.describe(handle)
                 if where:
                     logger.info("%s: started (%s)", tag, where)
