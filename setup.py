@@ -53,7 +53,8 @@ setup(
         "numba>=0.60",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "ruff"]},
+    # submitit: the Slurm launcher of tools/benchmark.py (its tests run a local Slurm cluster)
+    extras_require={"test": ["pytest", "ruff", "submitit>=1.5"], "slurm": ["submitit>=1.5"]},
     entry_points={
         "console_scripts": [
             "dcac-train=dcac_plugin.cli.train:cli",

@@ -1,35 +1,59 @@
-"""Benchmark suites: protocols x models resolved to training runs, run resumably.
+"""Benchmark suites: protocols x models x seeds resolved to training runs, run resumably.
 
-Suite yaml::
+A training run is (model, sources, seed) evaluated on every target of its protocol: the runner
+writes one ``results.json`` with one entry per target, and the leaderboard shows one cell per
+source -> target pair. Suite yaml::
 
     name: demo                          # required
     output_root: output/demo            # optional; default output/<name>; --output overrides
     common_opts: [data.root, data/synthetic, train.max_epoch, 1]   # key value list, every run
+    seeds: [1234, 1235, 1236]           # optional; --seeds overrides (default: the config's train.seed)
+    allow_random_init: false            # optional; true lets torchreid baselines train from random
+                                        # weights on the real benchmark
+    launcher: inline                    # optional default launcher: inline | local | slurm
+    gpus_per_run: 1                     # optional (local and slurm launchers)
+    max_parallel: 1                     # optional (local launcher; slurm: jobs submitted at once)
+    slurm:                              # optional sbatch resources of every job (--slurm-* override)
+      partition: gpu
+      time: "12:00:00"                  # minutes, HH:MM:SS or D-HH:MM:SS
+      cpus_per_task: 8
+      mem: 64G
+      account: null                     # also qos, constraint
+      sbatch: {exclusive: true}         # any further sbatch option
+      setup: ["module load cuda"]       # shell lines run in the job before the training
     matrix:                             # every protocol x every model
       protocols:
-        - name: ma2ms                   # required; {protocol} in model configs is replaced by it
+        - name: ma                      # required; run name is <model>_<name>
           sources: [market1501]         # required -> opts data.sources "['market1501']"
-          targets: [msmt17]             # required -> opts data.targets "['msmt17']"
+          targets: [dukemtmcreid, msmt17]   # required -> opts data.targets (one training, every target)
+          config_protocol: ma2ms        # optional: {protocol} in model config paths (default: name)
           data: {msmt17_include_val: true}   # optional extra data.* keys -> data.msmt17_include_val True
           opts: [test.rerank, false]    # optional, any further key value pairs
       models:
-        - name: dcac                    # required; run name is <model>_<protocol>
+        - name: dcac                    # required
           config: configs/dcac_{protocol}.yaml   # required; relative to the working directory
-          opts: [train.seed, 2]         # optional
+          opts: [train.max_epoch, 2]    # optional
     runs:                               # optional explicit runs (alone or next to a matrix)
       - name: osnet_sanity              # required, unique within the suite
         config: configs/baselines/osnet_x1_0_softmax.yaml
-        protocol: ma2ms                 # optional: a protocol name defined under matrix.protocols
+        protocol: ma                    # optional: a protocol name defined under matrix.protocols
         opts: [...]                     # optional
 
 Opts values are written as a yacs command line would carry them: strings unchanged, numbers and
 booleans with ``repr`` (``1``, ``True``), lists as Python literals (``"['market1501']"``).
 
 Each run resolves to ``argv = ['--config-file', config, *common_opts, *model/run opts,
-*protocol opts, 'data.save_dir', <output_root>/<run_name>]`` -- the protocol's data keys come
-last so every model of a protocol gets the same data configuration. :func:`run_suite` calls
-``runner(argv)`` (the training entry point) per run, skips runs whose ``results.json`` exists,
-records failures in ``<output_dir>/failed.json`` and carries on.
+('train.seed', seed), *protocol opts, 'data.save_dir', <output_root>/<run_name>]`` -- the
+protocol's data keys come last so every model of a protocol gets the same data configuration.
+Run names are ``<model>_<protocol>`` for a single seed and ``<model>_<protocol>_s<seed>`` when
+several seeds are asked; ``train.seed`` is passed only when seeds are given.
+
+:func:`run_suite` runs every selected entry through a launcher
+(:mod:`dcac_plugin.benchmark.launchers`). Per run it skips a finished run (``results.json`` with
+status ok, never rerun) and a failed one (``failed.json``, or a ``results.json`` of another status;
+rerun with ``retry_failed``), claims the run atomically (:mod:`dcac_plugin.benchmark.claims`) so
+that two runners never train it twice, starts it, records a failure in ``failed.json`` and
+carries on.
 """
 
 from __future__ import annotations
@@ -37,50 +61,80 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dcac_plugin.benchmark import claims
+from dcac_plugin.benchmark.launchers import (
+    LAUNCHERS,
+    SLURM_KEYS,
+    InlineLauncher,
+    Launcher,
+    LauncherError,
+    Outcome,
+    SlurmSettings,
+    parse_slurm_time,
+    sacct_state,
+    squeue_state,
+)
+from dcac_plugin.benchmark.runfiles import (
+    FAILED_FILE,
+    RESULTS_FILE,
+    clear_failure,
+    results_state,
+    write_failure,
+)
+
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
-FAILED_FILE = "failed.json"
+__all__ = ["FAILED_FILE", "RESULTS_FILE", "SUMMARY_FILE", "Protocol", "RunEntry", "Suite", "SuiteError",
+           "SuiteSummary", "check_random_init", "load_suite", "parse_seeds", "parse_suite", "plan_costs",
+           "run_suite", "run_status", "select"]
+
 SUMMARY_FILE = "suite_summary.json"
 
 
 class SuiteError(ValueError):
-    """A suite file is malformed."""
+    """A suite file is malformed, or the suite cannot run as asked (the message names the fix)."""
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """One data protocol of a suite."""
+    """One data protocol of a suite: one training on ``sources``, evaluated on every target."""
 
     name: str
     sources: tuple[str, ...]
     targets: tuple[str, ...]
     opts: tuple[str, ...] = ()
+    config_name: str | None = None
 
     def as_opts(self) -> list[str]:
         """The yacs key/value list that applies this protocol."""
         return ["data.sources", _opt_str(list(self.sources)), "data.targets", _opt_str(list(self.targets)),
                 *self.opts]
 
+    @property
+    def config_key(self) -> str:
+        """What ``{protocol}`` in a model's config path becomes."""
+        return self.config_name or self.name
+
 
 @dataclass(frozen=True)
 class RunEntry:
-    """One resolved run: ``runner(argv())`` trains and evaluates it into ``output_dir``."""
+    """One resolved training run: ``runner(argv())`` trains it, evaluates every target, writes ``output_dir``."""
 
     run_name: str
     config_file: str
     opts: tuple[str, ...]
     output_dir: Path
     protocol: str | None = None
+    model: str = ""
+    seed: int | None = None
+    targets: tuple[str, ...] = ()
 
     def argv(self) -> list[str]:
         """Command-line arguments for the training entry point."""
@@ -98,35 +152,59 @@ class Suite:
     models: list[dict[str, Any]]
     runs: list[dict[str, Any]]
     path: Path | None = None
+    seeds: tuple[int, ...] | None = None
+    allow_random_init: bool = False
+    launcher: str = "inline"
+    gpus_per_run: int | None = None
+    max_parallel: int | None = None
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
-    def entries(self, output_root: str | Path | None = None) -> list[RunEntry]:
-        """Resolve the suite into runs (matrix first, protocol-major, then explicit runs).
+    def root(self, output_root: str | Path | None = None) -> Path:
+        """Where the runs write: ``output_root``, else the suite's, else ``output/<name>``."""
+        return Path(output_root or self.output_root or Path("output") / self.name)
+
+    def entries(self, output_root: str | Path | None = None,
+                seeds: Sequence[int] | None = None) -> list[RunEntry]:
+        """Resolve the suite into runs (matrix first, protocol-major, then explicit runs; seeds innermost).
 
         Args:
             output_root: overrides the suite's ``output_root`` (default ``output/<name>``).
+            seeds: overrides the suite's ``seeds``.
 
         Raises:
-            SuiteError: duplicate run names or an explicit run naming an unknown protocol.
+            SuiteError: duplicate run names or seeds, or an explicit run naming an unknown protocol.
         """
-        root = Path(output_root or self.output_root or Path("output") / self.name)
+        root = self.root(output_root)
+        seed_list: Sequence[int | None] = _check_seeds(seeds, self._where()) if seeds is not None else \
+            (self.seeds or (None,))
+        several = len(seed_list) > 1
+
+        def expand(base: str, cfg: str, head: tuple[str, ...], proto: Protocol | None, model: str) -> list[RunEntry]:
+            out = []
+            for seed in seed_list:
+                name = f"{base}_s{seed}" if several else base
+                seed_opts = ("train.seed", str(seed)) if seed is not None else ()
+                opts = (*head, *seed_opts, *(proto.as_opts() if proto else ()))
+                out.append(RunEntry(name, cfg, opts, root / name, proto.name if proto else None, model, seed,
+                                    proto.targets if proto else ()))
+            return out
+
         out: list[RunEntry] = []
         for proto in self.protocols.values():
             for model in self.models:
-                name = f"{model['name']}_{proto.name}"
-                cfg = model["config"].replace("{protocol}", proto.name)
-                opts = (*self.common_opts, *model["opts"], *proto.as_opts())
-                out.append(RunEntry(name, cfg, opts, root / name, proto.name))
+                cfg = model["config"].replace("{protocol}", proto.config_key)
+                out += expand(f"{model['name']}_{proto.name}", cfg, (*self.common_opts, *model["opts"]), proto,
+                              model["name"])
         for run in self.runs:
-            proto_opts: tuple[str, ...] = ()
+            proto = None
             pname = run.get("protocol")
             if pname is not None:
                 if pname not in self.protocols:
                     raise SuiteError(f"{self._where()}: run '{run['name']}' names protocol '{pname}', which "
                                      f"is not defined under matrix.protocols ({sorted(self.protocols)})")
-                proto_opts = tuple(self.protocols[pname].as_opts())
-            cfg = run["config"].replace("{protocol}", pname) if pname else run["config"]
-            opts = (*self.common_opts, *run["opts"], *proto_opts)
-            out.append(RunEntry(run["name"], cfg, opts, root / run["name"], pname))
+                proto = self.protocols[pname]
+            cfg = run["config"].replace("{protocol}", proto.config_key) if proto else run["config"]
+            out += expand(run["name"], cfg, (*self.common_opts, *run["opts"]), proto, run["name"])
         seen: set[str] = set()
         for e in out:
             if e.run_name in seen:
@@ -188,7 +266,77 @@ def _names(d: dict, key: str, where: str) -> tuple[str, ...]:
     return tuple(val)
 
 
-_SUITE_KEYS = {"name", "output_root", "common_opts", "matrix", "runs", "description"}
+def _check_seeds(seeds: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        raise SuiteError(f"{where}: seeds must be a non-empty list of integers, e.g. [1234, 1235, 1236]")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise SuiteError(f"{where}: seeds must be non-negative integers, got {list(seeds)!r}")
+    dup = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if dup:
+        raise SuiteError(f"{where}: seed(s) {dup} occur more than once in {list(seeds)}; each seed is one run "
+                         f"folder, list every seed once")
+    return tuple(seeds)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"1234,1235"`` (the ``--seeds`` flag) -> ``(1234, 1235)``.
+
+    Raises:
+        SuiteError: not a comma list of distinct non-negative integers.
+    """
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SuiteError(f"--seeds '{text}': give integers separated by commas, e.g. --seeds 1234,1235") from None
+    return _check_seeds(seeds, "--seeds")
+
+
+_SUITE_KEYS = {"name", "output_root", "common_opts", "matrix", "runs", "description", "seeds",
+               "allow_random_init", "launcher", "gpus_per_run", "max_parallel", "slurm"}
+_PROTOCOL_KEYS = {"name", "sources", "targets", "data", "opts", "config_protocol"}
+_MODEL_KEYS = {"name", "config", "opts"}
+_RUN_KEYS = {"name", "config", "opts", "protocol"}
+
+
+def _no_unknown(d: Any, allowed: set[str], where: str) -> None:
+    if isinstance(d, dict):
+        unknown = set(d) - allowed
+        if unknown:
+            raise SuiteError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def _count(data: dict, key: str, where: str, minimum: int) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise SuiteError(f"{where}: '{key}' must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _parse_slurm(block: Any, where: str) -> SlurmSettings:
+    if block is None:
+        return SlurmSettings()
+    if not isinstance(block, dict):
+        raise SuiteError(f"{where}: 'slurm' must be a mapping of {list(SLURM_KEYS)}")
+    _no_unknown(block, set(SLURM_KEYS), f"{where}: slurm")
+    for key in ("partition", "mem", "account", "qos", "constraint"):
+        if block.get(key) is not None and not isinstance(block[key], str):
+            raise SuiteError(f"{where}: slurm.{key} must be a string, got {block[key]!r}")
+    sbatch = block.get("sbatch") or {}
+    if not isinstance(sbatch, dict):
+        raise SuiteError(f"{where}: slurm.sbatch must map sbatch options to values, e.g. {{exclusive: true}}")
+    setup = block.get("setup") or []
+    if not isinstance(setup, list) or not all(isinstance(x, str) for x in setup):
+        raise SuiteError(f"{where}: slurm.setup must be a list of shell lines")
+    try:
+        minutes = parse_slurm_time(block.get("time"))
+    except ValueError as e:
+        raise SuiteError(f"{where}: {e}") from None
+    return SlurmSettings(partition=block.get("partition"), time=minutes,
+                         cpus_per_task=_count(block, "cpus_per_task", f"{where}: slurm", 1), mem=block.get("mem"),
+                         account=block.get("account"), qos=block.get("qos"), constraint=block.get("constraint"),
+                         sbatch=dict(sbatch), setup=list(setup))
 
 
 def parse_suite(data: Any, path: str | Path | None = None) -> Suite:
@@ -200,14 +348,19 @@ def parse_suite(data: Any, path: str | Path | None = None) -> Suite:
     where = str(path) if path else "<suite>"
     if not isinstance(data, dict):
         raise SuiteError(f"{where}: a suite file must hold a mapping")
-    unknown = set(data) - _SUITE_KEYS
-    if unknown:
-        raise SuiteError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_SUITE_KEYS)}")
+    _no_unknown(data, _SUITE_KEYS, where)
     name = _need(data, "name", str, where)
     output_root = data.get("output_root")
     if output_root is not None and not isinstance(output_root, str):
         raise SuiteError(f"{where}: 'output_root' must be a string path")
     common = _opts(data.get("common_opts"), f"{where}: common_opts")
+    seeds = _check_seeds(data["seeds"], where) if data.get("seeds") is not None else None
+    allow = data.get("allow_random_init", False)
+    if not isinstance(allow, bool):
+        raise SuiteError(f"{where}: 'allow_random_init' must be true or false, got {allow!r}")
+    launcher = data.get("launcher") or "inline"
+    if launcher not in LAUNCHERS:
+        raise SuiteError(f"{where}: unknown launcher '{launcher}'; use one of {list(LAUNCHERS)}")
     protocols: dict[str, Protocol] = {}
     models: list[dict[str, Any]] = []
     matrix = data.get("matrix") or {}
@@ -216,6 +369,7 @@ def parse_suite(data: Any, path: str | Path | None = None) -> Suite:
     for i, p in enumerate(matrix.get("protocols") or []):
         pw = f"{where}: matrix.protocols[{i}]"
         pname = _need(p, "name", str, pw)
+        _no_unknown(p, _PROTOCOL_KEYS, pw)
         if pname in protocols:
             raise SuiteError(f"{pw}: protocol name '{pname}' occurs twice")
         data_keys = p.get("data") or {}
@@ -224,10 +378,17 @@ def parse_suite(data: Any, path: str | Path | None = None) -> Suite:
         extra: list[str] = []
         for k, v in data_keys.items():
             extra += [f"data.{k}", _opt_str(v)]
-        protocols[pname] = Protocol(pname, _names(p, "sources", pw), _names(p, "targets", pw),
-                                    (*extra, *_opts(p.get("opts"), pw)))
+        cfg_name = p.get("config_protocol")
+        if cfg_name is not None and (not isinstance(cfg_name, str) or not cfg_name):
+            raise SuiteError(f"{pw}: 'config_protocol' must be a protocol name such as ma2ms")
+        targets = _names(p, "targets", pw)
+        if len(set(targets)) != len(targets):
+            raise SuiteError(f"{pw}: a target occurs twice in {list(targets)}")
+        protocols[pname] = Protocol(pname, _names(p, "sources", pw), targets,
+                                    (*extra, *_opts(p.get("opts"), pw)), cfg_name)
     for i, m in enumerate(matrix.get("models") or []):
         mw = f"{where}: matrix.models[{i}]"
+        _no_unknown(m, _MODEL_KEYS, mw)
         models.append({"name": _need(m, "name", str, mw), "config": _need(m, "config", str, mw),
                        "opts": _opts(m.get("opts"), mw)})
     if models and not protocols:
@@ -235,6 +396,7 @@ def parse_suite(data: Any, path: str | Path | None = None) -> Suite:
     runs: list[dict[str, Any]] = []
     for i, r in enumerate(data.get("runs") or []):
         rw = f"{where}: runs[{i}]"
+        _no_unknown(r, _RUN_KEYS, rw)
         proto = r.get("protocol") if isinstance(r, dict) else None
         if proto is not None and not isinstance(proto, str):
             raise SuiteError(f"{rw}: 'protocol' must be a protocol name")
@@ -243,7 +405,9 @@ def parse_suite(data: Any, path: str | Path | None = None) -> Suite:
     if not models and not runs:
         raise SuiteError(f"{where}: the suite defines no runs (give matrix.protocols + matrix.models "
                          f"and/or runs)")
-    return Suite(name, output_root, common, protocols, models, runs, Path(path) if path else None)
+    return Suite(name, output_root, common, protocols, models, runs, Path(path) if path else None, seeds,
+                 allow, launcher, _count(data, "gpus_per_run", where, 0), _count(data, "max_parallel", where, 1),
+                 _parse_slurm(data.get("slurm"), where))
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -264,6 +428,93 @@ def load_suite(path: str | Path) -> Suite:
     return parse_suite(data, path)
 
 
+# ------------------------------------------------------------------------------- checks and costs
+
+
+def entry_config(entry: RunEntry):
+    """The merged config of a run (defaults + its config file + its opts), as the runner builds it.
+
+    Raises:
+        ConfigError: unknown key or wrong type (the message names it).
+    """
+    from dcac_plugin.config import get_default_config, merge_config
+
+    return merge_config(get_default_config(), entry.config_file, entry.argv()[2:])
+
+
+def _is_plugin_model(name: str) -> bool:
+    return name.startswith(("dcac_", "clip_reid_"))
+
+
+def check_random_init(entries: Sequence[RunEntry]) -> str | None:
+    """Runs that would train a torchreid baseline from random weights on the real benchmark.
+
+    A torchreid model (not ``dcac_*`` / ``clip_reid_*``) on a ``data.root`` without the generated
+    benchmark's ``SYNTHETIC.json`` must start from its ImageNet weights: ``model.pretrained True``
+    and an existing ``model.pretrained_path``. Runs whose config file is missing are left to fail
+    on their own.
+
+    Returns:
+        ``None`` when every run is fine; otherwise one message naming the runs, the missing files
+        and the fix.
+    """
+    from dcac_plugin.config import ConfigError
+    from dcac_plugin.runner import protocol_of
+
+    problems: dict[str, list[str]] = {}
+    for e in entries:
+        if not Path(e.config_file).is_file():
+            continue
+        try:
+            cfg = entry_config(e)
+        except ConfigError:
+            continue  # the run fails on its own, with the config's message
+        if _is_plugin_model(cfg.model.name) or protocol_of(cfg)["benchmark"] != "real":
+            continue
+        if not cfg.model.pretrained:
+            why = "model.pretrained is False"
+        elif not cfg.model.pretrained_path or not Path(cfg.model.pretrained_path).is_file():
+            why = f"the ImageNet weight file '{cfg.model.pretrained_path}' (model.pretrained_path) does not exist"
+        else:
+            continue
+        problems.setdefault(why, []).append(e.run_name)
+    if not problems:
+        return None
+    n = sum(len(v) for v in problems.values())
+    lines = [f"{n} run(s) would train a torchreid baseline from random weights on the real benchmark:"]
+    lines += [f"  - {why}: {', '.join(runs)}" for why, runs in problems.items()]
+    lines.append("Fix: put torchreid's ImageNet-pretrained weights at model.pretrained_path (README 'Benchmark "
+                 "suites at scale' lists the files and where to get them), or set allow_random_init: true in the "
+                 "suite to train them from scratch on purpose")
+    return "\n".join(lines)
+
+
+def plan_costs(entries: Sequence[RunEntry], gpus_per_run: int = 1,
+               throughput: dict[str, float] | None = None) -> list[Any]:
+    """:class:`~dcac_plugin.benchmark.cost.RunCost` per run (epochs and images from each run's config)."""
+    from dcac_plugin.benchmark.cost import RunCost, throughput_for, train_images
+    from dcac_plugin.config import ConfigError, as_list
+
+    out = []
+    for e in entries:
+        epochs = images = None
+        targets = e.targets
+        if Path(e.config_file).is_file():
+            try:
+                cfg = entry_config(e)
+            except ConfigError as exc:
+                logger.warning("%s: %s (no cost estimate)", e.run_name, exc)
+            else:
+                epochs, images = int(cfg.train.max_epoch), train_images(cfg)
+                targets = tuple(as_list(cfg.data.targets))
+        out.append(RunCost(e.run_name, e.model or e.run_name, targets, epochs, images, gpus_per_run,
+                           throughput_for(e.model or e.run_name, throughput or {})))
+    return out
+
+
+# --------------------------------------------------------------------------------------- running
+
+
 @dataclass
 class SuiteSummary:
     """What :func:`run_suite` did.
@@ -273,10 +524,14 @@ class SuiteSummary:
         output_root: where the runs write.
         planned: every selected run (after ``only``), in order.
         ran: runs executed successfully now.
-        skipped: runs whose ``results.json`` already existed.
+        skipped: runs whose ``results.json`` (status ok) already existed.
+        skipped_failed: runs that failed before (``failed.json``), not retried without ``retry_failed``.
+        busy: run name -> owner of the live claim of another runner that is running it.
+        submitted: run name -> Slurm job id of runs left running (``--no-wait``).
         failed: run name -> error message.
         times: run name -> wall seconds of runs executed now (successful or failed).
         dry_run: nothing was executed.
+        launcher: the launcher's name.
         total_time_s: wall seconds of the whole call.
     """
 
@@ -285,29 +540,44 @@ class SuiteSummary:
     planned: list[RunEntry] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    skipped_failed: list[str] = field(default_factory=list)
+    busy: dict[str, str] = field(default_factory=dict)
+    submitted: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
     dry_run: bool = False
+    launcher: str = "inline"
     total_time_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (written to ``<output_root>/suite_summary.json``)."""
         return {"name": self.name, "output_root": str(self.output_root), "dry_run": self.dry_run,
-                "planned": [e.run_name for e in self.planned], "ran": self.ran, "skipped": self.skipped,
-                "failed": self.failed, "times_s": {k: round(v, 3) for k, v in self.times.items()},
+                "launcher": self.launcher, "planned": [e.run_name for e in self.planned], "ran": self.ran,
+                "skipped": self.skipped, "skipped_failed": self.skipped_failed, "busy": self.busy,
+                "submitted": self.submitted, "failed": self.failed,
+                "times_s": {k: round(v, 3) for k, v in self.times.items()},
                 "total_time_s": round(self.total_time_s, 3)}
 
     def text(self) -> str:
         """One-paragraph human summary."""
-        lines = [f"suite '{self.name}' ({self.output_root}): {len(self.planned)} planned, "
-                 f"{len(self.ran)} ran, "
-                 f"{len(self.skipped)} skipped (results exist), {len(self.failed)} failed, "
-                 f"{self.total_time_s:.1f} s"]
+        head = (f"suite '{self.name}' ({self.output_root}): {len(self.planned)} planned, {len(self.ran)} ran, "
+                f"{len(self.skipped)} skipped (results exist), {len(self.failed)} failed")
+        if self.skipped_failed:
+            head += f", {len(self.skipped_failed)} failed before (not retried; --retry-failed reruns them)"
+        if self.busy:
+            head += f", {len(self.busy)} running elsewhere"
+        if self.submitted:
+            head += f", {len(self.submitted)} submitted (--status follows them)"
+        lines = [head + f", {self.total_time_s:.1f} s"]
         for name, t in self.times.items():
             state = "FAILED" if name in self.failed else "ok"
             lines.append(f"  {name}: {state} in {t:.1f} s")
         for name, err in self.failed.items():
             lines.append(f"  {name} failed: {err} (see {self.output_root / name / FAILED_FILE})")
+        for name, owner in self.busy.items():
+            lines.append(f"  {name}: claimed by {owner}")
+        for name, job in self.submitted.items():
+            lines.append(f"  {name}: Slurm job {job}")
         return "\n".join(lines)
 
 
@@ -319,86 +589,214 @@ def select(entries: list[RunEntry], only: str | Sequence[str] | None) -> list[Ru
     return [e for e in entries if any(fnmatch.fnmatchcase(e.run_name, p) for p in patterns)]
 
 
-def _write_failure(entry: RunEntry, exc: BaseException, elapsed: float) -> str:
-    from dcac_plugin.utils.io import atomic_write_json
-
-    msg = f"{type(exc).__name__}: {exc}"
-    atomic_write_json({
-        "status": "failed", "run_name": entry.run_name, "error": msg,
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-        "argv": entry.argv(), "wall_time_s": round(elapsed, 3),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }, entry.output_dir / FAILED_FILE)
-    return msg
-
-
 def run_suite(
     suite: Suite,
-    runner: Callable[[list[str]], Any],
+    runner: Callable[[list[str]], Any] | None = None,
     only: str | Sequence[str] | None = None,
     dry_run: bool = False,
     output_root: str | Path | None = None,
+    *,
+    launcher: Launcher | None = None,
+    seeds: Sequence[int] | None = None,
+    retry_failed: bool = False,
+    stale_after: float = claims.DEFAULT_STALE_AFTER_S,
+    heartbeat_s: float = claims.DEFAULT_HEARTBEAT_S,
+    poll_s: float = 2.0,
 ) -> SuiteSummary:
-    """Run every selected entry of ``suite`` through ``runner``.
+    """Run every selected entry of ``suite`` through ``launcher`` (default: ``runner`` in this process).
 
-    Per entry: skip when ``<output_dir>/results.json`` exists; otherwise call ``runner(argv)``
-    (a missing config file fails the run without calling ``runner``). An exception (or
-    ``SystemExit``) from ``runner``, or a runner that returns without writing ``results.json``
-    into ``output_dir``, is recorded in ``<output_dir>/failed.json`` (atomic; error, traceback,
-    argv) and the suite moves on. A later successful run removes a stale ``failed.json``.
+    Per entry: skip when ``results.json`` says ok; skip a failed run (``failed.json`` or a
+    ``results.json`` of another status) unless ``retry_failed``; claim the run (skip it while
+    another runner's live claim holds it; take over a stale claim); check the results again; start
+    it. A failure (exception, non-zero exit, no or incomplete ``results.json``, a Slurm job that
+    died) is recorded in ``<output_dir>/failed.json`` (atomic; error, traceback or log tail, argv)
+    and the suite moves on; a later success removes ``failed.json``. The claim is released after the
+    result files are written, so a runner killed at any point loses no finished result.
 
     Args:
         suite: from :func:`load_suite`.
-        runner: the training entry point, called with the run's argv list.
+        runner: the training entry point for the inline launcher, called with the run's argv.
         only: fnmatch pattern(s) on run names; ``None`` selects all.
-        dry_run: resolve and log the plan, execute nothing, write nothing.
+        dry_run: resolve the plan, execute nothing, write nothing.
         output_root: overrides the suite's output root.
+        launcher: where the runs go (:mod:`dcac_plugin.benchmark.launchers`).
+        seeds: overrides the suite's seeds.
+        retry_failed: rerun runs that failed before.
+        stale_after: seconds without heartbeat after which another runner's claim is taken over.
+        heartbeat_s: seconds between heartbeats of this runner's claims.
+        poll_s: seconds between two looks at running subprocesses or jobs.
 
     Returns:
-        The :class:`SuiteSummary` (also written to ``<output_root>/suite_summary.json`` unless
-        ``dry_run``).
+        The :class:`SuiteSummary` (also written to ``<output_root>/suite_summary.json`` unless ``dry_run``).
+
+    Raises:
+        SuiteError: a torchreid baseline would train from random weights on the real benchmark and the
+            suite does not set ``allow_random_init``.
+        LauncherError: the launcher cannot work here.
     """
     t0 = time.perf_counter()
-    entries = select(suite.entries(output_root), only)
-    root = Path(output_root or suite.output_root or Path("output") / suite.name)
-    summary = SuiteSummary(name=suite.name, output_root=root, planned=entries, dry_run=dry_run)
+    entries = select(suite.entries(output_root, seeds), only)
+    root = suite.root(output_root)
+    if launcher is None:
+        if runner is None and not dry_run:
+            raise ValueError("run_suite needs a runner (the training entry point) or a launcher")
+        launcher = InlineLauncher(runner or (lambda argv: None))
+    summary = SuiteSummary(name=suite.name, output_root=root, planned=entries, dry_run=dry_run,
+                           launcher=launcher.name)
     if not entries:
         logger.warning("suite '%s': no run matches %r", suite.name, only)
-    for i, entry in enumerate(entries, 1):
-        tag = f"[{i}/{len(entries)}] {entry.run_name}"
-        if (entry.output_dir / RESULTS_FILE).is_file():
+    if dry_run:
+        for e in entries:
+            state, _ = results_state(e.output_dir)
+            if state == "done":
+                summary.skipped.append(e.run_name)
+            elif state in ("failed", "incomplete") and not retry_failed:
+                summary.skipped_failed.append(e.run_name)
+        summary.total_time_s = time.perf_counter() - t0
+        return summary
+    if not suite.allow_random_init:
+        problem = check_random_init(entries)
+        if problem:
+            raise SuiteError(problem)
+
+    job_query = squeue_state  # asked only about claims that name a Slurm job
+    beat = claims.Heartbeat(heartbeat_s).start()
+    queue = list(enumerate(entries, 1))
+    active: dict[str, tuple[RunEntry, claims.Claim, Any, float, str]] = {}
+
+    def finish(entry: RunEntry, claim: claims.Claim, outcome: Outcome, start: float, tag: str) -> None:
+        elapsed = time.perf_counter() - start
+        if outcome.superseded:
+            summary.busy[entry.run_name] = "another runner (took the run over)"
+            logger.warning("%s: %s", tag, outcome.error)
+        elif outcome.ok:
+            clear_failure(entry.output_dir)
+            summary.ran.append(entry.run_name)
+            summary.times[entry.run_name] = elapsed
+            logger.info("%s: done in %.1f s", tag, elapsed)
+        else:
+            if not outcome.recorded:
+                write_failure(entry.output_dir, entry.run_name, entry.argv(), outcome.error, outcome.traceback,
+                              elapsed, launcher=launcher.name)
+            summary.failed[entry.run_name] = outcome.error
+            summary.times[entry.run_name] = elapsed
+            logger.error("%s: FAILED after %.1f s: %s", tag, elapsed, outcome.error)
+        beat.discard(claim)
+        claims.release(claim)
+
+    def take(entry: RunEntry, tag: str) -> claims.Claim | None:
+        state, _ = results_state(entry.output_dir)
+        if state == "done":
             logger.info("%s: skipped, %s exists", tag, entry.output_dir / RESULTS_FILE)
             summary.skipped.append(entry.run_name)
-            continue
-        if dry_run:
-            logger.info("%s: would run %s", tag, " ".join(entry.argv()))
-            continue
-        logger.info("%s: running %s", tag, " ".join(entry.argv()))
-        start = time.perf_counter()
-        try:
-            if not Path(entry.config_file).is_file():
-                raise FileNotFoundError(f"config file not found: {entry.config_file} (paths in a suite are "
-                                        f"relative to the working directory; run from the repository root)")
-            runner(entry.argv())
-            if not (entry.output_dir / RESULTS_FILE).is_file():
-                raise RuntimeError(f"the runner returned but wrote no {RESULTS_FILE} in {entry.output_dir}")
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - one failed run must not stop the suite
-            elapsed = time.perf_counter() - start
-            summary.failed[entry.run_name] = _write_failure(entry, exc, elapsed)
-            summary.times[entry.run_name] = elapsed
-            logger.error("%s: FAILED after %.1f s: %s", tag, elapsed, summary.failed[entry.run_name])
-            continue
-        elapsed = time.perf_counter() - start
-        stale = entry.output_dir / FAILED_FILE
-        if stale.is_file():
-            stale.unlink()
-        summary.ran.append(entry.run_name)
-        summary.times[entry.run_name] = elapsed
-        logger.info("%s: done in %.1f s", tag, elapsed)
-    summary.total_time_s = time.perf_counter() - t0
-    if not dry_run:
-        from dcac_plugin.utils.io import atomic_write_json
+            return None
+        if state in ("failed", "incomplete") and not retry_failed:
+            logger.info("%s: skipped, it failed before (%s); --retry-failed reruns it", tag,
+                        entry.output_dir / (FAILED_FILE if state == "failed" else RESULTS_FILE))
+            summary.skipped_failed.append(entry.run_name)
+            return None
+        got = claims.acquire(entry.output_dir, launcher.name, stale_after, job_query)
+        if not isinstance(got, claims.Claim):
+            logger.info("%s: skipped, claimed by %s", tag, got.get("owner"))
+            summary.busy[entry.run_name] = str(got.get("owner"))
+            return None
+        again, _ = results_state(entry.output_dir)  # another runner may have finished it meanwhile
+        if again == "done" or (again in ("failed", "incomplete") and not retry_failed and state != again):
+            claims.release(got)
+            (summary.skipped if again == "done" else summary.skipped_failed).append(entry.run_name)
+            return None
+        return got
 
-        atomic_write_json(summary.as_dict(), root / SUMMARY_FILE)
+    try:
+        while queue or active:
+            while queue and len(active) < launcher.capacity:
+                i, entry = queue.pop(0)
+                tag = f"[{i}/{len(entries)}] {entry.run_name}"
+                claim = take(entry, tag)
+                if claim is None:
+                    continue
+                beat.add(claim)
+                logger.info("%s: running %s", tag, " ".join(entry.argv()))
+                start = time.perf_counter()
+                if not Path(entry.config_file).is_file():
+                    finish(entry, claim, Outcome(False, f"FileNotFoundError: config file not found: "
+                                                        f"{entry.config_file} (paths in a suite are relative to "
+                                                        f"the working directory; run from the repository root)"),
+                           start, tag)
+                    continue
+                try:
+                    handle = launcher.start(entry, claim)
+                except Exception as exc:  # noqa: BLE001 - e.g. sbatch refused the job: record, carry on
+                    if isinstance(exc, LauncherError):
+                        beat.discard(claim)
+                        claims.release(claim)
+                        raise
+                    finish(entry, claim, Outcome(False, f"{type(exc).__name__}: {exc}"), start, tag)
+                    continue
+                except BaseException:  # interrupted inside an inline run: free the claim at once
+                    beat.discard(claim)
+                    claims.release(claim)
+                    raise
+                where = launcher.describe(handle)
+                if where:
+                    logger.info("%s: started (%s)", tag, where)
+                active[entry.run_name] = (entry, claim, handle, start, tag)
+            if not launcher.waits:  # detached Slurm: the jobs own their claims from here
+                for entry, claim, handle, _, _ in active.values():
+                    beat.discard(claim)
+                    summary.submitted[entry.run_name] = str(handle.job.job_id)
+                active.clear()
+                continue
+            finished = False
+            for name, (entry, claim, handle, start, tag) in list(active.items()):
+                outcome = launcher.poll(handle)
+                if outcome is not None:
+                    del active[name]
+                    finish(entry, claim, outcome, start, tag)
+                    finished = True
+            if active and not finished:
+                time.sleep(poll_s)
+    finally:
+        beat.stop()
+        if active:  # interrupted: stop what runs here and free the claims for the next runner
+            launcher.close()
+            for _entry, claim, *_ in active.values():
+                if not launcher.jobs_outlive_runner:
+                    claims.release(claim)
+    summary.total_time_s = time.perf_counter() - t0
+    from dcac_plugin.utils.io import atomic_write_json
+
+    atomic_write_json(summary.as_dict(), root / SUMMARY_FILE)
     logger.info("%s", summary.text())
     return summary
+
+
+# ---------------------------------------------------------------------------------------- status
+
+
+def run_status(entry: RunEntry, stale_after: float = claims.DEFAULT_STALE_AFTER_S) -> dict[str, str]:
+    """Where one run stands: ``done``, ``failed``, ``incomplete``, ``running``, ``queued``, ``stale`` or
+    ``not started``, with a detail (error, owner, Slurm job id and state)."""
+    state, why = results_state(entry.output_dir)
+    row = {"run": entry.run_name, "seed": "" if entry.seed is None else str(entry.seed),
+           "targets": ",".join(entry.targets), "state": "", "detail": ""}
+    if state == "done":
+        return {**row, "state": "done"}
+    info = claims.read_claim(entry.output_dir / claims.CLAIM_FILE)
+    if info is not None:
+        job = str(info.get("job_id") or "")
+        squeue = squeue_state(job) if job else None
+        reason = claims.stale_reason(entry.output_dir / claims.CLAIM_FILE, info, stale_after,
+                                     (lambda _j: squeue) if job else None)
+        owner = info.get("owner", "?")
+        if reason:
+            final = sacct_state(job) if job else None
+            extra = f"; Slurm says {final}" if final else ""
+            return {**row, "state": "stale", "detail": f"{reason}{extra}; the next runner takes it over"}
+        if job:
+            label = "queued" if squeue == "PENDING" else "running"
+            return {**row, "state": label, "detail": f"Slurm job {job} ({squeue or 'squeue unavailable'}), {owner}"}
+        return {**row, "state": "running", "detail": str(owner)}
+    if state in ("failed", "incomplete"):
+        return {**row, "state": state, "detail": why}
+    return {**row, "state": "not started", "detail": ""}
