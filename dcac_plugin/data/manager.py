@@ -153,3 +153,31 @@ def sequential_train_loader(dm, transform, batch_size: int, workers: int, rank: 
         dataset = torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                        num_workers=workers, drop_last=False)
+
+
+def test_split(cfg: CfgNode, name: str) -> tuple[list[tuple], list[tuple]]:
+    """Query and gallery items ``(path, pid, camid, dsetid)`` of target ``name``, as the evaluation reads them.
+
+    Raises:
+        DatasetLayoutError: the dataset is missing or malformed (the message gives the layout).
+    """
+    import dcac_plugin
+    from dcac_plugin._torchreid import image_dataset_registry
+    from dcac_plugin.data.datasets import check_dataset, custom_dataset_spec, read_custom_dataset
+
+    dcac_plugin.register()
+    register_custom(cfg)
+    spec = custom_dataset_spec(name)
+    if spec is not None:
+        read_custom_dataset(spec, verify_files=True, need=("query", "gallery"))
+    else:
+        check_dataset(name, cfg.data.root, cuhk03_labeled=cfg.cuhk03.labeled_images)
+    registry = image_dataset_registry()
+    if name not in registry:
+        raise ValueError(f"unknown dataset '{name}'; known: {sorted(registry)}")
+    with prints_to_log(logging.DEBUG):
+        ds = registry[name](root=cfg.data.root, mode="query", combineall=False, verbose=False,
+                            split_id=cfg.data.split_id, cuhk03_labeled=cfg.cuhk03.labeled_images,
+                            cuhk03_classic_split=cfg.cuhk03.classic_split,
+                            market1501_500k=cfg.market1501.use_500k_distractors)
+    return list(ds.query), list(ds.gallery)

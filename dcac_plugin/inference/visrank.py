@@ -50,12 +50,14 @@ class RankedLists:
         match: ``[Q, k]`` gallery identity equals the query's.
         ap: ``[Q]`` average precision of each query in percent as the evaluator computes it (NaN
             for a query without a cross-camera match, which the evaluation skips).
+        first_match: ``[Q]`` 1-based rank of the first match (0 when the query has none).
     """
 
     index: np.ndarray
     distance: np.ndarray
     match: np.ndarray
     ap: np.ndarray
+    first_match: np.ndarray
 
 
 def ranked_lists(qf: torch.Tensor, gf: torch.Tensor, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any,
@@ -82,10 +84,13 @@ def ranked_lists(qf: torch.Tensor, gf: torch.Tensor, q_pids: Any, g_pids: Any, q
     distance = np.full((num_q, topk), np.nan, dtype=np.float32)
     match = np.zeros((num_q, topk), dtype=bool)
     ap = np.full(num_q, np.nan, dtype=np.float64)
+    first = np.zeros(num_q, dtype=np.int64)
     for a, b, d in distance_blocks(qf, gf, **dist_kwargs):
         d = d.contiguous()
         res = _chunk_stats(d, qp[a:b], qc[a:b], gindex)
-        ap[a:b] = np.where(res.valid.numpy(), res.ap.numpy() * 100.0, np.nan)
+        valid = res.valid.numpy()
+        ap[a:b] = np.where(valid, res.ap.numpy() * 100.0, np.nan)
+        first[a:b] = np.where(valid, res.first.numpy() + 1, 0)
         order = torch.sort(d, dim=1, stable=True).indices
         junk = (gp[order] == qp[a:b, None]) & (gc[order] == qc[a:b, None])
         for r in range(b - a):
@@ -94,7 +99,7 @@ def ranked_lists(qf: torch.Tensor, gf: torch.Tensor, q_pids: Any, g_pids: Any, q
             index[a + r, :n] = kept.numpy()
             distance[a + r, :n] = d[r, kept].numpy()
             match[a + r, :n] = (gp[kept] == qp[a + r]).numpy()
-    return RankedLists(index, distance, match, ap)
+    return RankedLists(index, distance, match, ap, first)
 
 
 def select_queries(ranked: RankedLists, num: int, order: str = "worst", seed: int = 0) -> list[int]:
@@ -196,11 +201,11 @@ def write_visrank(out_dir: str | os.PathLike, ranked: RankedLists, query: Sequen
         name = f"{n:04d}_q{qi:05d}_{Path(qpath).stem}.png"
         _save_png(img, out / name)
         ap = ranked.ap[qi]
-        hit = bool(ranked.match[qi, 0]) if k else False
+        fm = int(ranked.first_match[qi])
         rows.append(
-            f"<tr><td>{n}</td><td>{html.escape(Path(qpath).name)}<br>pid {qpid} cam {qcam}</td>"
-            f"<td>{'n/a' if np.isnan(ap) else f'{ap:.1f}'}</td><td class={'ok' if hit else 'no'}>"
-            f"{'yes' if hit else 'no'}</td><td><img src=\"{html.escape(name)}\" alt=\"{html.escape(name)}\" "
+            f"<tr><td>{n}</td><td>{html.escape(Path(qpath).name)}<br>pid {qpid}, camid {qcam}</td>"
+            f"<td>{'n/a' if np.isnan(ap) else f'{ap:.1f}'}</td><td class={'ok' if fm == 1 else 'no'}>"
+            f"{fm if fm else 'none'}</td><td><img src=\"{html.escape(name)}\" alt=\"{html.escape(name)}\" "
             f"loading=\"lazy\"></td></tr>")
     head = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in (summary or {}).items())
     page = f"""<!DOCTYPE html>
@@ -213,7 +218,7 @@ td.ok{{color:#080}} td.no{{color:#c00}} img{{max-width:100%}}</style></head>
 <p>Each row: the query (black border), then its nearest gallery images; green border = same identity,
 red = different identity. Gallery images of the query's identity from the query's camera are left out, as
 the evaluation protocol does. AP in percent as the evaluator computes it.</p>
-<table><tr><th>#</th><th>query</th><th>AP</th><th>rank-1 match</th><th>ranked list</th></tr>
+<table><tr><th>#</th><th>query</th><th>AP</th><th>first match at rank</th><th>ranked list</th></tr>
 {chr(10).join(rows)}
 </table></body></html>
 """
