@@ -72,14 +72,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                           [it[2] for it in gallery], args.topk, **kw)
     m_ap = float(np.nanmean(ranked.ap)) if np.isfinite(ranked.ap).any() else float("nan")
     recorded = results[args.target].get("mAP")
-    logger.info("mAP over all queries: %.2f (results.json: %s)", m_ap,
-                f"{recorded:.2f}" if isinstance(recorded, (int, float)) else "n/a")
+    rec_text = f"{recorded:.2f}" if isinstance(recorded, (int, float)) else "n/a"
+    logger.info("mAP over all queries: %.2f (results.json: %s)", m_ap, rec_text)
     chosen = select_queries(ranked, args.num_queries, args.order, args.seed)
     out = Path(args.output or Path(args.run_dir) / "visrank" / f"{args.target}-{args.order}")
     summary = {"run": str(args.run_dir), "model": fx.model_name, "weights": fx.weights.name, "target": args.target,
                "queries": f"{len(chosen)} of {len(query)} ({args.order} first)" if args.order in ("worst", "best")
                else f"{len(chosen)} of {len(query)} ({args.order})",
-               "mAP (recomputed)": f"{m_ap:.1f}", "mAP (results.json)": f"{recorded:.1f}" if isinstance(recorded, (int, float)) else "n/a",
+               "mAP (recomputed)": f"{m_ap:.2f}", "mAP (results.json)": rec_text,
                "distance": f"{fx.metric}{', L2-normalised features' if fx.normalize else ''}"
                            f"{', re-ranked' if t.rerank else ''}"}
     index = write_visrank(out, ranked, query, gallery, chosen, title=f"{Path(args.run_dir).name}: {args.target}",
