@@ -36,19 +36,25 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                      help="config overrides, e.g. --opts data.root /data/reid")
 
 
-def extractor_from_args(args: argparse.Namespace):
-    """A :class:`dcac_plugin.FeatureExtractor` from :func:`add_model_args` options."""
+def check_model_args(args: argparse.Namespace) -> None:
+    """Fail fast on a model choice that cannot work (before any image is read)."""
     from dcac_plugin.config import ConfigError
-    from dcac_plugin.inference import FeatureExtractor
 
-    kw: dict[str, Any] = dict(device=args.device or None, batch_size=args.batch_size, amp=args.amp,
-                              workers=args.workers)
     if args.run_dir and args.config_file:
         raise ConfigError("give either --run-dir or --config-file with --weights, not both")
+    if not args.run_dir and (not args.config_file or not args.weights):
+        raise ConfigError("say which model: --run-dir RUN, or --config-file X together with --weights W")
+
+
+def extractor_from_args(args: argparse.Namespace):
+    """A :class:`dcac_plugin.FeatureExtractor` from :func:`add_model_args` options."""
+    from dcac_plugin.inference import FeatureExtractor
+
+    check_model_args(args)
+    kw: dict[str, Any] = dict(device=args.device or None, batch_size=args.batch_size, amp=args.amp,
+                              workers=args.workers)
     if args.run_dir:
         return FeatureExtractor.from_run(args.run_dir, weights=args.weights or None, opts=args.opts, **kw)
-    if not args.config_file or not args.weights:
-        raise ConfigError("say which model: --run-dir RUN, or --config-file X together with --weights W")
     return FeatureExtractor.from_config(args.config_file, args.weights, opts=args.opts, **kw)
 
 
@@ -92,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from dcac_plugin.inference import list_images, save_features
 
     args = parse_args(argv)
+    check_model_args(args)
     if Path(args.output).suffix not in (".npz", ".safetensors"):
         raise ValueError(f"--output {args.output} must end in .npz or .safetensors")
     paths = list_images(args.images)
