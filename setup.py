@@ -52,12 +52,20 @@ setup(
         "numba>=0.60",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "ruff"]},
+    extras_require={
+        # ONNX export (tools/export.py) and its onnxruntime check
+        "export": ["onnx>=1.16", "onnxruntime>=1.18"],
+        "test": ["pytest", "ruff", "onnx>=1.16", "onnxruntime>=1.18"],
+    },
     entry_points={
         "console_scripts": [
             "dcac-train=dcac_plugin.cli.train:cli",
             "dcac-benchmark=dcac_plugin.cli.benchmark:cli",
             "dcac-leaderboard=dcac_plugin.cli.leaderboard:cli",
+            "dcac-extract=dcac_plugin.cli.extract:cli",
+            "dcac-search=dcac_plugin.cli.search:cli",
+            "dcac-visrank=dcac_plugin.cli.visrank:cli",
+            "dcac-export=dcac_plugin.cli.export:cli",
         ]
     },
 )
