@@ -108,6 +108,23 @@ def test_missing_inputs_and_empty_splits(tmp_path):
         read_custom_dataset(CustomDatasetSpec("f", "folder", str(folder)), need=["train"])
 
 
+def test_source_only_and_target_only_lists(tmp_path):
+    from dcac_plugin._torchreid import image_dataset_registry
+
+    imgs = _images(tmp_path)
+    (tmp_path / "s.txt").write_text("img/0.jpg 7 0 train\nimg/1.jpg 8 1 train\n")
+    (tmp_path / "t.txt").write_text("img/2.jpg 3 0 query\nimg/3.jpg 3 1 gallery\n")
+    register_custom_datasets([_spec(tmp_path / "s.txt", "src_only"), _spec(tmp_path / "t.txt", "tgt_only")])
+    reg = image_dataset_registry()
+    src = reg["src_only"](root="", mode="train")
+    assert [it[:3] for it in src.train] == [(str(imgs[0]), 0, 0), (str(imgs[1]), 1, 1)]
+    assert src.query == [] and src.gallery == [] and src.num_train_pids == 2 and len(src) == 2
+    tgt = reg["tgt_only"](root="", mode="query")
+    assert tgt.train == [] and tgt.num_train_pids == 0 and [it[0] for it in tgt.data] == [str(imgs[2])]
+    with pytest.raises(DatasetLayoutError, match="combineall"):
+        reg["tgt_only"](root="", mode="query", combineall=True)
+
+
 def test_builtin_names_cannot_be_taken():
     import dcac_plugin
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dcac_plugin.cli.extract import add_model_args, extractor_from_args, run_cli
@@ -39,17 +40,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _features(fx, source: str) -> tuple[torch.Tensor, list[str]]:
-    from dcac_plugin.config import config_hash
     from dcac_plugin.inference import list_images, load_features
 
     if Path(source).suffix in FEATURE_FILES and Path(source).is_file():
         feats, paths, meta, _ = load_features(source)
-        if meta.get("config_hash") not in (None, config_hash(fx.cfg)) or meta.get("model") != fx.model_name:
-            raise ValueError(f"{source} holds features of model {meta.get('model')} (config {meta.get('config_hash')}),"
-                             f" not of this {fx.model_name} (config {config_hash(fx.cfg)}); extract them again")
-        if int(meta.get("feature_dim", feats.shape[1])) != fx.feature_dim:
-            raise ValueError(f"{source}: feature dimension {feats.shape[1]} != the model's {fx.feature_dim}")
-        return torch.from_numpy(feats), paths
+        mine = fx.metadata()
+        keys = ("model", "weights", "input_size", "interpolation", "pixel_mean", "pixel_std", "l2_normalized")
+        differ = [k for k in keys if meta.get(k) != mine[k]]
+        if differ:
+            raise ValueError(f"{source} holds features of another model or preprocessing ({', '.join(differ)}: "
+                             f"{[meta.get(k) for k in differ]} vs {[mine[k] for k in differ]}); extract them again "
+                             "with this model")
+        return torch.from_numpy(np.ascontiguousarray(feats)), paths
     paths = list_images(source)
     feats, _, _ = fx.extract(paths, progress=True)
     return feats, paths

@@ -546,7 +546,25 @@ class CustomDataset(tr.data.ImageDataset):
         self.root = osp.abspath(osp.expanduser(root))
         self.dataset_dir = osp.abspath(osp.expanduser(self.spec.path))
         splits = read_custom_dataset(self.spec, verify_files=False)
-        super().__init__(_relabel(splits.train), splits.query, splits.gallery, **kwargs)
+        parts = {"train": _relabel(splits.train), "query": splits.query, "gallery": splits.gallery}
+        empty = [k for k, v in parts.items() if not v]
+        if len(empty) == 3:
+            raise _custom_fail(self.spec, "no image in any split")
+        if empty:
+            # torchreid's Dataset indexes the first item of every split: a source-only or target-only
+            # dataset gets a placeholder there, removed right after (that split is never read)
+            if kwargs.get("combineall"):
+                raise _custom_fail(self.spec, f"data.combineall needs every split; {empty} are empty")
+            filler = next(v for v in parts.values() if v)[:1]
+            kwargs["verbose"] = False
+            super().__init__(*(parts[k] or filler for k in CUSTOM_SPLITS), **kwargs)
+            for k in empty:
+                setattr(self, k, [])
+            self.num_train_pids = self.get_num_pids(self.train)
+            self.num_train_cams = self.get_num_cams(self.train)
+            self.data = getattr(self, self.mode)
+        else:
+            super().__init__(parts["train"], parts["query"], parts["gallery"], **kwargs)
 
 
 def custom_dataset_spec(name: str) -> Any | None:

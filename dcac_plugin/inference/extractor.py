@@ -338,7 +338,7 @@ class FeatureExtractor:
 
     def __init__(self, cfg: CfgNode, weights: str | os.PathLike, *, device: str | torch.device | None = None,
                  batch_size: int = 64, amp: str = "off", workers: int = 0) -> None:
-        from dcac_plugin.data.manager import eval_transform, register_custom
+        from dcac_plugin.data.manager import eval_transform
         from dcac_plugin.engine.build import plugin_model_name
 
         if amp not in ("off", "fp16", "bf16"):
@@ -353,7 +353,6 @@ class FeatureExtractor:
         self.amp = amp
         self.batch_size = int(batch_size)
         self.workers = int(workers)
-        register_custom(cfg)
         self.model, self.is_plugin = build_inference_model(cfg, self.weights)
         self.model.to(self.device)
         self.model_name = plugin_model_name(cfg)
@@ -473,8 +472,8 @@ class FeatureExtractor:
 
         return {
             "model": self.model_name,
-            "weights": str(self.weights),
-            "run_dir": str(self.run_dir) if self.run_dir else None,
+            "weights": str(self.weights.resolve()),
+            "run_dir": str(self.run_dir.resolve()) if self.run_dir else None,
             "config_hash": config_hash(self.cfg),
             "feature_dim": self.feature_dim,
             "input_size": list(self.image_size),
