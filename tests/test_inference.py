@@ -169,6 +169,7 @@ def test_extract_cli_writes_features_paths_and_metadata(suffix, dcac_run, synthe
     np.testing.assert_allclose(feats, fx(paths).numpy(), atol=1e-6)
     assert meta["model"] == "dcac_tiny" and meta["l2_normalized"] is True and meta["input_size"] == [128, 64]
     assert meta["interpolation"] == "bicubic" and meta["feature_dim"] == 32 and meta["dist_metric"] == "euclidean"
+    assert "name: dcac_tiny" in meta["config"] and meta["weights"] == str(run_weights(dcac_run).resolve())
     # a list file, relative to its folder
     (d / "list.txt").write_text("# two images\n" + "\n".join(str(Path(p).relative_to(d)) for p in paths[:2]) + "\n")
     extract_cli.main(["--run-dir", str(dcac_run), "--images", str(d / "list.txt"), "--output", str(out)])

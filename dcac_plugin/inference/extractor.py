@@ -466,7 +466,7 @@ class FeatureExtractor:
         return out, kept, skipped
 
     def metadata(self) -> dict[str, Any]:
-        """What produced the features: model, weights, preprocessing, normalisation, metric."""
+        """What produced the features: model, weights, preprocessing, normalisation, metric, the config (yaml)."""
         import dcac_plugin
         from dcac_plugin.config import config_hash
 
@@ -485,6 +485,7 @@ class FeatureExtractor:
             "amp": self.amp,
             "device": str(self.device),
             "dcac_plugin_version": dcac_plugin.__version__,
+            "config": self.cfg.dump(),
         }
 
 
