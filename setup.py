@@ -53,13 +53,22 @@ setup(
         "numba>=0.60",
         "matplotlib",
     ],
-    # submitit: the Slurm launcher of tools/benchmark.py (its tests run a local Slurm cluster)
-    extras_require={"test": ["pytest", "ruff", "submitit>=1.5"], "slurm": ["submitit>=1.5"]},
+    extras_require={
+        # ONNX export (tools/export.py) and its onnxruntime check
+        "export": ["onnx>=1.16", "onnxruntime>=1.18"],
+        # submitit: the Slurm launcher of tools/benchmark.py (its tests run a local Slurm cluster)
+        "slurm": ["submitit>=1.5"],
+        "test": ["pytest", "pytest-timeout", "ruff", "submitit>=1.5", "onnx>=1.16", "onnxruntime>=1.18"],
+    },
     entry_points={
         "console_scripts": [
             "dcac-train=dcac_plugin.cli.train:cli",
             "dcac-benchmark=dcac_plugin.cli.benchmark:cli",
             "dcac-leaderboard=dcac_plugin.cli.leaderboard:cli",
+            "dcac-extract=dcac_plugin.cli.extract:cli",
+            "dcac-search=dcac_plugin.cli.search:cli",
+            "dcac-visrank=dcac_plugin.cli.visrank:cli",
+            "dcac-export=dcac_plugin.cli.export:cli",
         ]
     },
 )

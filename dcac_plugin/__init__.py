@@ -2,7 +2,8 @@
 
 Importing the package is light; :func:`register` adds the plugin's datasets and models to
 torchreid's registries (idempotent), and :func:`build_model` builds either a plugin model or
-any torchreid model by name.
+any torchreid model by name. :class:`FeatureExtractor` (imported on first use) computes the
+features a trained run's evaluation uses, from a run folder or a config plus a weight file.
 """
 
 from __future__ import annotations
@@ -48,3 +49,12 @@ def build_model(name: str, num_classes: int, **kwargs: Any):
     from dcac_plugin.models import build_model as _build
 
     return _build(name, num_classes, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    """``dcac_plugin.FeatureExtractor`` without importing torch-heavy modules at package import."""
+    if name == "FeatureExtractor":
+        from dcac_plugin.inference.extractor import FeatureExtractor
+
+        return FeatureExtractor
+    raise AttributeError(f"module 'dcac_plugin' has no attribute {name!r}")

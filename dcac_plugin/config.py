@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from yacs.config import CfgNode as CN
@@ -53,6 +55,7 @@ def get_default_config() -> CN:
     cfg.data.load_train_targets = False  # torchreid: also load target train sets (domain adaptation)
     cfg.data.msmt17_include_val = True  # MSMT17: train on train+val (paper, 32,621 imgs) vs train only
     cfg.data.test_interpolation = "bicubic"  # test resize: bicubic (paper) | bilinear (released single-source)
+    cfg.data.custom = []  # own datasets: 'NAME=folder:/path' | 'NAME=list:/path/file.csv'; NAME in sources/targets
 
     cfg.market1501 = CN()
     cfg.market1501.use_500k_distractors = False  # torchreid: add the 500k distractors to the gallery
@@ -137,8 +140,8 @@ def get_default_config() -> CN:
     cfg.test.rerank_k2 = 15  # re-ranking k2 (original DCAC; torchreid's default is 6)
     cfg.test.rerank_lambda = 0.3  # re-ranking lambda (both)
     cfg.test.chunk_size = 1024  # queries per chunk of the memory-bounded evaluator
-    cfg.test.visrank = False  # torchreid: ranked-list images (kept for yaml compatibility; must stay False)
-    cfg.test.visrank_topk = 10  # torchreid: top-k of visrank
+    cfg.test.visrank = False  # write ranked-list pictures of every query to <save_dir>/visrank/<target>/
+    cfg.test.visrank_topk = 10  # gallery images per ranked-list picture
 
     # ----------------------------------------------------------------- dcac
     cfg.dcac = CN()
@@ -223,7 +226,55 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
             ) from None
         except ValueError as e:
             raise ConfigError(f"override '{key} {value}': {e}") from None
+    parse_custom_datasets(cfg.data.custom)
     return cfg
+
+
+CUSTOM_DATASET_FORMATS = ("folder", "list")
+_CUSTOM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class CustomDatasetSpec:
+    """One ``data.custom`` entry: ``name=format:path``."""
+
+    name: str
+    format: str  # 'folder' (Market layout) or 'list' (list file)
+    path: str
+
+
+def parse_custom_datasets(entries: Sequence[str]) -> list[CustomDatasetSpec]:
+    """Parse and validate ``data.custom``: a list of ``'NAME=folder:/path'`` / ``'NAME=list:/path/file'``.
+
+    Raises:
+        ConfigError: an entry without ``=`` or ``:``, an invalid name (lowercase letters, digits and
+            ``_``, starting with a letter), an unknown format, an empty path, or a name given twice.
+    """
+    if isinstance(entries, str):
+        entries = [entries]
+    specs: list[CustomDatasetSpec] = []
+    seen: set[str] = set()
+    for entry in entries:
+        text = str(entry).strip()
+        name, eq, rest = text.partition("=")
+        fmt, colon, path = rest.partition(":")
+        name, fmt, path = name.strip(), fmt.strip().lower(), path.strip()
+        if not eq or not colon:
+            raise ConfigError(
+                f"data.custom entry {text!r} is not 'NAME=folder:/path' or 'NAME=list:/path/file.csv'")
+        if not _CUSTOM_NAME.match(name):
+            raise ConfigError(f"data.custom entry {text!r}: name {name!r} must be lowercase letters, digits "
+                              "and '_', starting with a letter (it is used in data.sources / data.targets)")
+        if fmt not in CUSTOM_DATASET_FORMATS:
+            raise ConfigError(f"data.custom entry {text!r}: format {fmt!r} must be one of "
+                              f"{list(CUSTOM_DATASET_FORMATS)}")
+        if not path:
+            raise ConfigError(f"data.custom entry {text!r}: empty path")
+        if name in seen:
+            raise ConfigError(f"data.custom: dataset name {name!r} is declared twice")
+        seen.add(name)
+        specs.append(CustomDatasetSpec(name, fmt, path))
+    return specs
 
 
 def _listify_if_needed(cfg: CN, key: str, value: Any) -> Any:

@@ -59,8 +59,8 @@ def load_config(config_file: str | Path | None = None, opts: Sequence[str] = (),
     cfg = merge_config(get_default_config(), str(config_file) if config_file else None, list(opts))
     if eval_only:
         cfg.test.evaluate = True
-    if cfg.test.visrank:
-        raise ConfigError("test.visrank is not supported by the plugin's engines; set it False")
+    if cfg.test.visrank and cfg.test.visrank_topk < 1:
+        raise ConfigError(f"test.visrank True needs test.visrank_topk >= 1; got {cfg.test.visrank_topk}")
     if cfg.data.type != "image":
         raise ConfigError(f"data.type must be 'image' (video re-ID is not supported); got '{cfg.data.type}'")
     if resume and not cfg.model.resume:
@@ -263,7 +263,8 @@ def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_s
     engine.setup(device=device, save_dir=str(save_dir), eval_kwargs=eval_kwargs(cfg),
                  print_freq=cfg.train.print_freq, checkpoint_period=cfg.train.checkpoint_period,
                  keep_checkpoints=cfg.train.keep_checkpoints, ddp=distributed,
-                 find_unused_parameters=is_plugin and (cfg.dcac.noise_loss_begin_epoch > 1 or cfg.dcac.cond.hard_label))
+                 find_unused_parameters=is_plugin and (cfg.dcac.noise_loss_begin_epoch > 1 or cfg.dcac.cond.hard_label),
+                 visrank_topk=cfg.test.visrank_topk if cfg.test.visrank else 0)
 
     init = "random"
     if is_plugin and cfg.dcac.clip_weights and not (encoder_only and saved):

@@ -10,6 +10,9 @@ The plugin adds two image datasets to torchreid's registry (:func:`register_data
   ``list_train.txt`` + ``list_val.txt`` (32,621 images, 1,041 ids on the real data; torchreid's
   own ``msmt17`` trains on ``list_train.txt`` only). Query and gallery are unchanged.
 
+Users' own datasets (``data.custom``: a Market-layout folder or a ``path pid [camid] split`` list
+file) are registered under their names by :func:`register_custom_datasets`.
+
 :func:`check_dataset` verifies a dataset folder before ``ImageDataManager`` is built, so that
 torchreid's download path is never reached: datasets are never downloaded by this plugin.
 """
@@ -21,6 +24,7 @@ import os
 import os.path as osp
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from dcac_plugin._torchreid import image_dataset_registry, tr
@@ -247,8 +251,8 @@ def check_dataset(name: str, root: str, **variant: Any) -> None:
 
     Args:
         name: dataset name as registered in torchreid (``market1501``, ``dukemtmcreid``,
-            ``msmt17``, ``msmt17_trainval``, ``cuhk03_np``, ``cuhk03``). Other names are not
-            checked.
+            ``msmt17``, ``msmt17_trainval``, ``cuhk03_np``, ``cuhk03``) or a registered
+            ``data.custom`` name. Other names are not checked.
         root: the data root (torchreid's ``root``).
         **variant: the variant keywords torchreid passes to datasets; ``cuhk03_labeled``
             (``cuhk03_np``) and ``market1501_500k`` (``market1501``) are used, others ignored.
@@ -262,6 +266,10 @@ def check_dataset(name: str, root: str, **variant: Any) -> None:
 
 
 def _check(name: str, root: str, verify_files: bool, **variant: Any) -> dict[str, list] | None:
+    spec = _CUSTOM_SPECS.get(name)
+    if spec is not None:
+        read_custom_dataset(spec, verify_files=verify_files)
+        return None
     absroot = osp.abspath(osp.expanduser(root))
     if name == "market1501":
         extra = ("images",) if variant.get("market1501_500k") else ()
@@ -360,3 +368,222 @@ def register_datasets() -> None:
                 "dcac_plugin.register()"
             )
     install_reader()
+
+
+# ---------------------------------------------------------------------------------------------
+# Users' own datasets (``data.custom``)
+# ---------------------------------------------------------------------------------------------
+
+CUSTOM_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+CUSTOM_SPLITS = ("train", "query", "gallery")
+_CUSTOM_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
+_CUSTOM_NAME_PATTERN = re.compile(r"^(-?\d+)_c(\d+)")
+
+CUSTOM_LAYOUTS = {
+    "folder": """\
+<path>/
+    bounding_box_train/             (needed when the dataset is a source)
+        0002_c1_000451.jpg            PID_cCAM_anything.(jpg|jpeg|png|bmp); PID -1 = junk, dropped
+    query/                          (query/ and bounding_box_test/ needed when it is a target)
+        0001_c1_001051.jpg
+    bounding_box_test/
+        0001_c2_001051.jpg""",
+    "list": """\
+<path> (CSV or whitespace-separated; '#' comments and blank lines skipped; an optional header line
+        'path,pid,camid,split'; relative image paths are relative to the list file's folder)
+    images/0001_a.jpg 1 0 train       path pid camid split   (split: train | query | gallery)
+    images/0001_b.jpg 1 1 query
+    images/0001_c.jpg 1 2 gallery
+  or, without camera ids, every line 'path pid split'""",
+}
+
+#: name -> spec of the custom datasets registered in this process
+_CUSTOM_SPECS: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class CustomSplits:
+    """A parsed custom dataset: ``(abs_path, pid, camid)`` items per split (cameras renumbered)."""
+
+    train: list[tuple[str, int, int]]
+    query: list[tuple[str, int, int]]
+    gallery: list[tuple[str, int, int]]
+    has_cameras: bool
+
+
+def _custom_fail(spec: Any, problem: str) -> DatasetLayoutError:
+    layout = CUSTOM_LAYOUTS[spec.format].replace("<path>", spec.path)
+    return DatasetLayoutError(
+        f"custom dataset '{spec.name}' ({spec.format}:{spec.path}): {problem}\n"
+        f"  expected layout:\n{_indent(layout, 4)}\n"
+        "  Declare it in data.custom as 'NAME=folder:/path' or 'NAME=list:/path/file.csv' "
+        "(README, 'Your own data')."
+    )
+
+
+def _read_custom_folder(spec: Any, verify_files: bool) -> dict[str, list[tuple[str, int, int]]]:
+    root = osp.abspath(osp.expanduser(spec.path))
+    if not osp.isdir(root):
+        raise _custom_fail(spec, f"folder not found: {root}" if not osp.exists(root) else f"not a folder: {root}")
+    out: dict[str, list[tuple[str, int, int]]] = {}
+    for split, sub in _CUSTOM_FOLDERS.items():
+        d = osp.join(root, sub)
+        if not osp.isdir(d):
+            out[split] = []
+            continue
+        items = []
+        for f in sorted(os.listdir(d)):
+            if f.startswith(".") or not f.lower().endswith(CUSTOM_IMAGE_EXTS):
+                continue
+            m = _CUSTOM_NAME_PATTERN.match(f)
+            if m is None:
+                raise _custom_fail(spec, f"file name {f!r} in {sub}/ does not start with 'PID_cCAM' "
+                                         "(e.g. 0001_c1_xxx.jpg)")
+            pid = int(m.group(1))
+            if pid == -1:
+                continue  # Market convention: junk images are dropped
+            items.append((osp.join(d, f), pid, int(m.group(2))))
+        out[split] = items
+    return out
+
+
+def _read_custom_list(spec: Any, verify_files: bool) -> tuple[dict[str, list[tuple[str, int, int | None]]], bool]:
+    path = osp.abspath(osp.expanduser(spec.path))
+    if not osp.isfile(path):
+        raise _custom_fail(spec, f"list file not found: {path}")
+    base = osp.dirname(path)
+    out: dict[str, list[tuple[str, int, int | None]]] = {s: [] for s in CUSTOM_SPLITS}
+    n_fields: int | None = None
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    first = True
+    for i, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = [x.strip() for x in line.split(",")] if "," in line else line.split()
+        where = f"{path} line {i}"
+        if first and len(fields) >= 2 and fields[1].lower() == "pid":
+            first = False
+            continue  # header
+        first = False
+        if len(fields) not in (3, 4):
+            raise _custom_fail(spec, f"{where}: {raw!r} has {len(fields)} fields; expected 'path pid camid split' "
+                                     "or 'path pid split' (use CSV for paths with spaces)")
+        if n_fields is None:
+            n_fields = len(fields)
+        elif len(fields) != n_fields:
+            raise _custom_fail(spec, f"{where}: {raw!r} has {len(fields)} fields but the lines before have "
+                                     f"{n_fields}; give every line a camera id or none")
+        img, pid_s, split = fields[0], fields[1], fields[-1].lower()
+        try:
+            pid = int(pid_s)
+        except ValueError:
+            raise _custom_fail(spec, f"{where}: pid {pid_s!r} is not an integer") from None
+        cam: int | None = None
+        if len(fields) == 4:
+            try:
+                cam = int(fields[2])
+            except ValueError:
+                raise _custom_fail(spec, f"{where}: camera id {fields[2]!r} is not an integer") from None
+        if split not in CUSTOM_SPLITS:
+            raise _custom_fail(spec, f"{where}: split {fields[-1]!r} must be one of {list(CUSTOM_SPLITS)}")
+        full = img if osp.isabs(img) else osp.normpath(osp.join(base, img))
+        if verify_files and not osp.isfile(full):
+            raise _custom_fail(spec, f"{where}: image not found: {full}")
+        out[split].append((full, pid, cam))
+    return out, n_fields != 3
+
+
+def read_custom_dataset(spec: Any, verify_files: bool = True, need: Iterable[str] = ()) -> CustomSplits:
+    """Read a ``data.custom`` dataset (folder or list file).
+
+    Camera ids are renumbered ``0..C-1`` in sorted order over all splits (the protocol only
+    compares them). A list without camera ids gives every image its own camera, so the
+    same-camera filter of the evaluation removes nothing.
+
+    Args:
+        spec: a :class:`dcac_plugin.config.CustomDatasetSpec`.
+        verify_files: check that every listed image exists.
+        need: splits that must not be empty (``'train'`` for a source, ``'query'``/``'gallery'``
+            for a target).
+
+    Raises:
+        DatasetLayoutError: missing folder/file/image, a malformed line (file and line number),
+            a pid or camera that is not an integer, or an empty needed split.
+    """
+    if spec.format == "folder":
+        parsed: dict[str, list] = _read_custom_folder(spec, verify_files)
+        has_cams = True
+    else:
+        parsed, has_cams = _read_custom_list(spec, verify_files)
+    for split in need:
+        if not parsed[split]:
+            what = (f"folder {_CUSTOM_FOLDERS[split]}/ is missing or has no images" if spec.format == "folder"
+                    else f"no line has split '{split}'")
+            raise _custom_fail(spec, f"split '{split}' is empty ({what}); it is needed because the dataset is "
+                                     f"used as a {'source' if split == 'train' else 'target'}")
+    order = [(s, item) for s in CUSTOM_SPLITS for item in parsed[s]]
+    if has_cams:
+        cams = {c: i for i, c in enumerate(sorted({item[2] for _, item in order}))}
+        remap = [cams[item[2]] for _, item in order]
+    else:
+        remap = list(range(len(order)))
+    out: dict[str, list[tuple[str, int, int]]] = {s: [] for s in CUSTOM_SPLITS}
+    for (split, (p, pid, _)), cam in zip(order, remap, strict=True):
+        out[split].append((p, pid, cam))
+    return CustomSplits(out["train"], out["query"], out["gallery"], has_cams)
+
+
+class CustomDataset(tr.data.ImageDataset):
+    """A user's dataset declared in ``data.custom`` (one subclass per name, see
+    :func:`register_custom_datasets`). Train pids are relabelled ``0..N-1``."""
+
+    spec: ClassVar[Any] = None
+    _dcac_custom: ClassVar[bool] = True
+
+    def __init__(self, root: str = "", **kwargs: Any) -> None:
+        self.root = osp.abspath(osp.expanduser(root))
+        self.dataset_dir = osp.abspath(osp.expanduser(self.spec.path))
+        splits = read_custom_dataset(self.spec, verify_files=False)
+        parts = {"train": _relabel(splits.train), "query": splits.query, "gallery": splits.gallery}
+        empty = [k for k, v in parts.items() if not v]
+        if len(empty) == 3:
+            raise _custom_fail(self.spec, "no image in any split")
+        if empty:
+            # torchreid's Dataset indexes the first item of every split: a source-only or target-only
+            # dataset gets a placeholder there, removed right after (that split is never read)
+            if kwargs.get("combineall"):
+                raise _custom_fail(self.spec, f"data.combineall needs every split; {empty} are empty")
+            filler = next(v for v in parts.values() if v)[:1]
+            kwargs["verbose"] = False
+            super().__init__(*(parts[k] or filler for k in CUSTOM_SPLITS), **kwargs)
+            for k in empty:
+                setattr(self, k, [])
+            self.num_train_pids = self.get_num_pids(self.train)
+            self.num_train_cams = self.get_num_cams(self.train)
+            self.data = getattr(self, self.mode)
+        else:
+            super().__init__(parts["train"], parts["query"], parts["gallery"], **kwargs)
+
+
+def custom_dataset_spec(name: str) -> Any | None:
+    """The spec of a registered custom dataset (None for other names)."""
+    return _CUSTOM_SPECS.get(name)
+
+
+def register_custom_datasets(specs: Iterable[Any]) -> None:
+    """Register ``data.custom`` datasets with torchreid under their names.
+
+    A name may be registered again (e.g. another config in the same process); a name that
+    belongs to torchreid's or the plugin's own datasets raises ``DatasetLayoutError``.
+    """
+    registry = image_dataset_registry()
+    for spec in specs:
+        current = registry.get(spec.name)
+        if current is not None and not getattr(current, "_dcac_custom", False):
+            raise DatasetLayoutError(
+                f"data.custom: '{spec.name}' is already a dataset of torchreid or dcac_plugin "
+                f"({current.__module__}.{current.__qualname__}); choose another name")
+        registry[spec.name] = type(f"CustomDataset_{spec.name}", (CustomDataset,), {"spec": spec})
+        _CUSTOM_SPECS[spec.name] = spec

@@ -54,13 +54,40 @@ def imagedata_kwargs(cfg: CfgNode, use_gpu: bool) -> dict[str, Any]:
     )
 
 
+def register_custom(cfg: CfgNode) -> None:
+    """Register the config's ``data.custom`` datasets with torchreid (see README "Your own data")."""
+    from dcac_plugin.config import parse_custom_datasets
+    from dcac_plugin.data.datasets import register_custom_datasets
+
+    register_custom_datasets(parse_custom_datasets(cfg.data.custom))
+
+
 def check_datasets(cfg: CfgNode) -> None:
     """Fail early, with the layout expected, when a dataset folder is missing or malformed."""
-    from dcac_plugin.data.datasets import check_dataset
+    from dcac_plugin.config import ConfigError
+    from dcac_plugin.data.datasets import check_dataset, custom_dataset_spec, read_custom_dataset
 
+    register_custom(cfg)
     variant = {"cuhk03_labeled": cfg.cuhk03.labeled_images}
-    for name in dict.fromkeys(train_dataset_names(cfg) + as_list(cfg.data.targets)):
-        check_dataset(name, cfg.data.root, **variant)
+    sources, targets = train_dataset_names(cfg), as_list(cfg.data.targets)
+    for name in dict.fromkeys(sources + targets):
+        spec = custom_dataset_spec(name)
+        if spec is None:
+            check_dataset(name, cfg.data.root, **variant)
+            continue
+        need = (["train"] if name in sources else []) + (["query", "gallery"] if name in targets else [])
+        splits = read_custom_dataset(spec, verify_files=True, need=need)
+        if splits.has_cameras:
+            continue
+        if cfg.dcac.sie and name in sources:
+            raise ConfigError(
+                f"dcac.sie True needs camera ids, but custom dataset '{name}' has none (every image would be "
+                "its own camera); add a camid column to its list file or set dcac.sie False")
+        if name in targets:
+            logger.warning(
+                "custom dataset '%s' has no camera ids: every image is its own camera, so the evaluation's "
+                "same-camera filter removes nothing (same-camera matches of a query count; metrics are "
+                "closer to same-camera retrieval than to the cross-camera protocol)", name)
 
 
 def build_datamanager(cfg: CfgNode, use_gpu: bool, plugin_views: bool, vae_view: bool):
@@ -86,7 +113,7 @@ def build_datamanager(cfg: CfgNode, use_gpu: bool, plugin_views: bool, vae_view:
                                            cfg.dcac.re_prob)
         if vae_view:
             train_t = tfm.PairedViews(train_t, tfm.vae_transform(cfg.dcac.sd.vae_image_size))
-        test_t = tfm.reid_test_transform(h, w, mean, std, cfg.data.test_interpolation)
+        test_t = eval_transform(cfg, plugin=True)
         dm.train_loader.dataset.transform = train_t
         for loaders in dm.test_loader.values():
             for loader in loaders.values():
@@ -95,6 +122,23 @@ def build_datamanager(cfg: CfgNode, use_gpu: bool, plugin_views: bool, vae_view:
     elif cfg.data.test_interpolation != "bilinear":
         logger.info("torchreid models use torchreid's own transforms (data.transforms, bilinear resize)")
     return dm
+
+
+def eval_transform(cfg: CfgNode, plugin: bool):
+    """The test-time transform of the evaluation: PIL image -> ``[3, H, W]`` normalised tensor.
+
+    Plugin models: resize to ``data.height x data.width`` with ``data.test_interpolation``, then
+    normalise with ``dcac.pixel_mean/std``. torchreid models: torchreid's own test transform
+    (bilinear resize, ``data.norm_mean/std``), built by torchreid's ``build_transforms``.
+    """
+    h, w = cfg.data.height, cfg.data.width
+    if plugin:
+        return tfm.reid_test_transform(h, w, list(cfg.dcac.pixel_mean), list(cfg.dcac.pixel_std),
+                                       cfg.data.test_interpolation)
+    with prints_to_log(logging.DEBUG):
+        _, test_t = tr.data.transforms.build_transforms(h, w, transforms=[], norm_mean=list(cfg.data.norm_mean),
+                                                        norm_std=list(cfg.data.norm_std))
+    return test_t
 
 
 def sequential_train_loader(dm, transform, batch_size: int, workers: int, rank: int = 0,
@@ -109,3 +153,31 @@ def sequential_train_loader(dm, transform, batch_size: int, workers: int, rank: 
         dataset = torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                        num_workers=workers, drop_last=False)
+
+
+def test_split(cfg: CfgNode, name: str) -> tuple[list[tuple], list[tuple]]:
+    """Query and gallery items ``(path, pid, camid, dsetid)`` of target ``name``, as the evaluation reads them.
+
+    Raises:
+        DatasetLayoutError: the dataset is missing or malformed (the message gives the layout).
+    """
+    import dcac_plugin
+    from dcac_plugin._torchreid import image_dataset_registry
+    from dcac_plugin.data.datasets import check_dataset, custom_dataset_spec, read_custom_dataset
+
+    dcac_plugin.register()
+    register_custom(cfg)
+    spec = custom_dataset_spec(name)
+    if spec is not None:
+        read_custom_dataset(spec, verify_files=True, need=("query", "gallery"))
+    else:
+        check_dataset(name, cfg.data.root, cuhk03_labeled=cfg.cuhk03.labeled_images)
+    registry = image_dataset_registry()
+    if name not in registry:
+        raise ValueError(f"unknown dataset '{name}'; known: {sorted(registry)}")
+    with prints_to_log(logging.DEBUG):
+        ds = registry[name](root=cfg.data.root, mode="query", combineall=False, verbose=False,
+                            split_id=cfg.data.split_id, cuhk03_labeled=cfg.cuhk03.labeled_images,
+                            cuhk03_classic_split=cfg.cuhk03.classic_split,
+                            market1501_500k=cfg.market1501.use_500k_distractors)
+    return list(ds.query), list(ds.gallery)
