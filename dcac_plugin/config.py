@@ -1,8 +1,8 @@
 """yacs configuration: torchreid's key tree (lowercase nodes) plus one ``dcac`` node.
 
 Every key carries a comment. Experiment yaml files only override. Defaults are the paper's
-values (``shared/design/dcac-method.md``) for the ``dcac`` node and torchreid's own defaults
-for the torchreid nodes, so upstream torchreid yaml files merge unchanged.
+values (``docs/METHOD.md``) for the ``dcac`` node and torchreid's own defaults for the
+torchreid nodes, so upstream torchreid yaml files merge unchanged.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def get_default_config() -> CN:
     cfg.train.warmup_factor = 0.1  # warm-up starting factor (warmup_multi_step)
     cfg.train.print_freq = 20  # log every N batches
     cfg.train.seed = 1234  # random seed (torch, numpy, random)
-    cfg.train.amp = "off"  # mixed precision: off | fp16 (CUDA, GradScaler) | bf16
+    cfg.train.amp = "auto"  # plugin models: auto (fp16 + GradScaler on CUDA as the original, off on CPU) | off | fp16 | bf16
     cfg.train.checkpoint_period = 1  # save a checkpoint every N epochs (always at the end)
     cfg.train.keep_checkpoints = 2  # keep the last N periodic checkpoints
     cfg.train.deterministic = True  # cudnn deterministic, benchmark off (paper)
@@ -223,7 +223,24 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
             ) from None
         except ValueError as e:
             raise ConfigError(f"override '{key} {value}': {e}") from None
+    check_choices(cfg)
     return cfg
+
+
+#: keys whose value must be one of a fixed set (checked after every merge).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.amp": ("auto", "off", "fp16", "bf16"),
+}
+
+
+def check_choices(cfg: CN) -> None:
+    """Raise :class:`ConfigError` when a key of :data:`CHOICES` holds another value."""
+    for key, allowed in CHOICES.items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = node[part]
+        if node not in allowed:
+            raise ConfigError(f"{key} must be {', '.join(allowed[:-1])} or {allowed[-1]}; got {node!r}")
 
 
 def _listify_if_needed(cfg: CN, key: str, value: Any) -> Any:

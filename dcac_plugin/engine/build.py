@@ -140,7 +140,7 @@ def build_engine(cfg: CfgNode, dm, device: torch.device, is_plugin: bool, distri
             model.encoder.image_encoder.set_grad_checkpointing(True)
         if cfg.dcac.sd.grad_checkpointing and model.diffusion is not None:
             model.diffusion.set_grad_checkpointing(True)
-        memory_loader = sequential_train_loader(dm, dm.transform_te, cfg.dcac.memory_batch_size, cfg.data.workers,
+        memory_loader = sequential_train_loader(dm, dm.transform_memory, cfg.dcac.memory_batch_size, cfg.data.workers,
                                                 rank=dist_utils.rank(), world_size=dist_utils.world_size())
         engine = DCACEngine(
             dm, model, optimizer, scheduler, memory_loader=memory_loader, device=device,
