@@ -95,7 +95,7 @@ def get_default_config() -> CN:
     cfg.train.warmup_factor = 0.1  # warm-up starting factor (warmup_multi_step)
     cfg.train.print_freq = 20  # log every N batches
     cfg.train.seed = 1234  # random seed (torch, numpy, random)
-    cfg.train.amp = "auto"  # plugin models: auto (fp16 + GradScaler on CUDA as the original, off on CPU) | off | fp16 | bf16
+    cfg.train.amp = "auto"  # plugin models: auto (CUDA: fp16 + GradScaler, the original; CPU: off) | off | fp16 | bf16
     cfg.train.checkpoint_period = 1  # save a checkpoint every N epochs (always at the end)
     cfg.train.keep_checkpoints = 2  # keep the last N periodic checkpoints
     cfg.train.deterministic = True  # cudnn deterministic, benchmark off (paper)

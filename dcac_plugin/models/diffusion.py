@@ -1,4 +1,4 @@
-"""Diffusion branch: frozen SD UNet with PEFT LoRA + frozen VAE + DDPM ε-prediction loss (spec §3)."""
+"""Diffusion branch: frozen SD UNet with PEFT LoRA + frozen VAE + DDPM ε-prediction loss (docs/METHOD.md)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
-#: LoRA targets of the original (spec §3.5): q/k/v/out of both attentions + the GEGLU input projection.
+#: LoRA targets of the original (docs/METHOD.md): q/k/v/out of both attentions + the GEGLU input projection.
 DEFAULT_LORA_TARGETS: tuple[str, ...] = (
     "attn1.to_q",
     "attn1.to_k",
@@ -114,7 +114,7 @@ def add_lora(
 
 
 def add_random_qkv_bias(unet: nn.Module) -> list[str]:
-    """Parity option (spec §11 item 2): frozen U(±1/√fan_in) biases on every attn1/attn2 to_q/to_k/to_v.
+    """Parity option (docs/DECISIONS.md #2): frozen U(±1/√fan_in) biases on every attn1/attn2 to_q/to_k/to_v.
 
     Must be called before :func:`add_lora`. The biases are not part of the SD checkpoint, so they are
     recorded in ``unet._dcac_extra_state`` and saved with the trainable state.
@@ -147,7 +147,7 @@ def scaled_linear_betas(
 
 
 class DiffusionBranch(nn.Module):
-    """Frozen VAE encoder + LoRA UNet + DDPM ε-prediction MSE (spec §3.2–3.4).
+    """Frozen VAE encoder + LoRA UNet + DDPM ε-prediction MSE (docs/METHOD.md).
 
     Buffers (fp32, non-persistent: they are a pure function of the arguments): ``betas``,
     ``alphas_cumprod``, ``sqrt_alphas_cumprod``, ``sqrt_one_minus_alphas_cumprod`` [T].
