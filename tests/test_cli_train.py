@@ -1,6 +1,9 @@
 """The CLI's main(argv) end to end, in-process, on generated data (DCAC, CLIP baseline, OSNet)."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -220,3 +223,60 @@ def test_eval_only_on_a_run_folder_merges_new_targets(synthetic_tiny_root, tmp_p
     assert "--eval-only" in merged["evaluations"][0]["command"]
     assert (out / "config.yaml").read_text() == config_before
     assert merged["status"] == "ok"
+
+
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python tools/train.py ARGS`` in a fresh process (this checkout's package first on the path)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "tools/train.py"), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_cli_errors_exit_2_with_one_line_and_no_traceback(synthetic_tiny_root, tmp_path):
+    """The console entry point: bad input gives exit status 2 and the message once on stderr, both for
+    a config error (before the run starts) and for one raised inside the run (after logging is set up)."""
+    base = ["--config-file", str(ROOT / "configs/demo/dcac_tiny.yaml"), *TINY]
+    bad_key = _cli(*base, "data.root", str(synthetic_tiny_root), "data.save_dir", str(tmp_path / "a"),
+                   "dcac.nope", "1")
+    no_data = _cli(*base, "data.root", str(tmp_path / "empty"), "data.save_dir", str(tmp_path / "b"),
+                   "data.sources", "dukemtmcreid")
+    for proc, needle in ((bad_key, "dcac.nope"), (no_data, "dataset 'dukemtmcreid'")):
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.splitlines()
+        assert [ln for ln in lines if needle in ln] == [next(ln for ln in lines if ln.startswith("error: "))]
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert bad_key.stderr.startswith("error: unknown config key 'dcac.nope'")
+    # the run's log keeps the full record of the runtime error (with its traceback)
+    log = (tmp_path / "b" / "train.log").read_text()
+    assert "run failed: DatasetLayoutError" in log and "Traceback" in log
+
+
+def test_msmt17_errors_name_the_dataset_the_user_typed(tmp_path):
+    """With train+val (the default) the source is read by the plugin's msmt17_trainval class; the
+    message names 'msmt17', what the config says."""
+    for include_val in ("True", "False"):
+        with pytest.raises(DatasetLayoutError) as ei:
+            main(["--config-file", str(ROOT / "configs/demo/clip_tiny.yaml"), "data.root", str(tmp_path / "none"),
+                  "data.save_dir", str(tmp_path / "out"), *TINY, "data.sources", "msmt17",
+                  "data.msmt17_include_val", include_val])
+        msg = str(ei.value)
+        assert msg.startswith("dataset 'msmt17'") and "msmt17_trainval" not in msg, msg
+
+
+@pytest.mark.parametrize("opts", [["train.fixbase_epoch", "2"], ["train.open_layers", "fc"],
+                                  ["train.fixbase_epoch", "1", "train.open_layers", "encoder,fc"]])
+def test_fixbase_keys_are_refused_for_plugin_models(opts, tmp_path):
+    with pytest.raises(ConfigError) as ei:
+        main(["--config-file", str(ROOT / "configs/demo/dcac_tiny.yaml"), "data.root", str(tmp_path / "none"),
+              "data.save_dir", str(tmp_path / "out"), *TINY, *opts])
+    msg = str(ei.value)
+    assert opts[0] in msg and "dcac_tiny" in msg and "all layers" in msg
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_fixbase_keys_still_reach_torchreid_models(synthetic_tiny_root, tmp_path, capsys):
+    rec = run("configs/demo/osnet.yaml", synthetic_tiny_root, tmp_path / "osnet", "train.max_epoch", "1",
+              "train.fixbase_epoch", "1", "train.open_layers", "classifier", "data.height", "64", "data.width", "32")
+    assert rec["status"] == "ok"
+    assert "* Only train ['classifier'] (epoch: 1/1)" in capsys.readouterr().out  # torchreid's own print
