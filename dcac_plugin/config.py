@@ -210,6 +210,7 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
             raise ConfigError(f"{config_file}: {e}") from None
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {config_file}") from None
+        check_choices(cfg, config_file)
     opts = list(opts or [])
     if len(opts) % 2:
         raise ConfigError(f"overrides must be 'key value' pairs; got an odd number: {opts}")
@@ -223,7 +224,7 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
             ) from None
         except ValueError as e:
             raise ConfigError(f"override '{key} {value}': {e}") from None
-    check_choices(cfg)
+    check_choices(cfg, "the overrides" if opts else "the defaults")
     return cfg
 
 
@@ -233,14 +234,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_choices(cfg: CN) -> None:
-    """Raise :class:`ConfigError` when a key of :data:`CHOICES` holds another value."""
+def check_choices(cfg: CN, where: str = "config") -> None:
+    """Raise :class:`ConfigError` (prefixed with ``where``: the file or 'the overrides') when a key of
+    :data:`CHOICES` holds another value."""
     for key, allowed in CHOICES.items():
         node: Any = cfg
         for part in key.split("."):
             node = node[part]
         if node not in allowed:
-            raise ConfigError(f"{key} must be {', '.join(allowed[:-1])} or {allowed[-1]}; got {node!r}")
+            raise ConfigError(f"{where}: {key} must be {', '.join(allowed[:-1])} or {allowed[-1]}; got {node!r}")
 
 
 def _listify_if_needed(cfg: CN, key: str, value: Any) -> Any:

@@ -280,3 +280,58 @@ def test_fixbase_keys_still_reach_torchreid_models(synthetic_tiny_root, tmp_path
               "train.fixbase_epoch", "1", "train.open_layers", "classifier", "data.height", "64", "data.width", "32")
     assert rec["status"] == "ok"
     assert "* Only train ['classifier'] (epoch: 1/1)" in capsys.readouterr().out  # torchreid's own print
+
+
+def test_status_is_ok_only_when_every_target_has_finite_metrics():
+    from dcac_plugin.runner import _status
+
+    good = {"mAP": 12.5, "rank1": 20.0, "rank5": 40.0, "rank10": 60.0, "mINP": 3.0}
+    assert _status({"msmt17": good, "market1501": good}, ["msmt17", "market1501"]) == "ok"
+    assert _status({"msmt17": good}, ["msmt17", "market1501"]) == "incomplete"  # a target is missing
+    assert _status({"msmt17": good, "market1501": {}}, ["msmt17", "market1501"]) == "incomplete"
+    for bad in (float("nan"), float("inf"), None, "12.5"):
+        assert _status({"msmt17": {**good, "mINP": bad}}, ["msmt17"]) == "incomplete", bad
+
+
+def test_merging_an_evaluation_recomputes_the_status():
+    from dcac_plugin.runner import _merge_evaluation
+
+    good = {"mAP": 12.5, "rank1": 20.0, "rank5": 40.0, "rank10": 60.0, "mINP": 3.0}
+    nan = {**good, "mAP": float("nan")}
+    prov = {"command": "c", "checkpoint": None, "git_commit": "x", "device": "cpu", "wall_time_s": 1.0,
+            "created": "t"}
+    previous = {"results": {"msmt17": nan}, "protocol": {"key": "MA->MS", "targets": ["msmt17"]},
+                "status": "incomplete", **prov}
+    fixed = _merge_evaluation(previous, {"results": {"msmt17": good}, "status": "ok",
+                                         "protocol": {"key": "MA->MS", "targets": ["msmt17"]}, **prov})
+    assert fixed["status"] == "ok" and fixed["evaluations"][0]["replaced"]["msmt17"]["mAP"] != 12.5
+    broken = _merge_evaluation({**previous, "results": {"msmt17": good}, "status": "ok"},
+                               {"results": {"dukemtmcreid": nan}, "status": "incomplete",
+                                "protocol": {"key": "MA->D", "targets": ["dukemtmcreid"]}, **prov})
+    assert broken["status"] == "incomplete" and broken["protocol"]["targets"] == ["msmt17", "dukemtmcreid"]
+
+
+def test_a_target_without_finite_metrics_makes_the_run_incomplete_and_the_cli_exit_1(
+        synthetic_tiny_root, tmp_path, monkeypatch, capsys):
+    from dcac_plugin.cli.train import cli
+    from dcac_plugin.engine.base import PluginEngineMixin
+
+    real = PluginEngineMixin.evaluate
+
+    def one_target_nan(self):
+        results = real(self)
+        results["market1501"]["mAP"] = float("nan")
+        return results
+
+    monkeypatch.setattr(PluginEngineMixin, "evaluate", one_target_nan)
+    out = tmp_path / "osnet"
+    monkeypatch.setattr("sys.argv", ["tools/train.py", "--config-file", str(ROOT / "configs/demo/osnet.yaml"),
+                                     "--eval-only", "data.root", str(synthetic_tiny_root), "data.save_dir", str(out),
+                                     *TINY, "data.targets", "msmt17,market1501"])
+    with pytest.raises(SystemExit) as ei:
+        cli()
+    assert ei.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: run status 'incomplete': a target has no finite metrics" in err
+    rec = json.loads((out / "results.json").read_text())
+    assert rec["status"] == "incomplete" and rec["results"]["msmt17"]["mAP"] >= 0
