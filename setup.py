@@ -52,7 +52,7 @@ setup(
         "numba>=0.60",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "ruff"]},
+    extras_require={"test": ["pytest", "pytest-timeout", "ruff"]},
     entry_points={
         "console_scripts": [
             "dcac-train=dcac_plugin.cli.train:cli",
