@@ -69,7 +69,7 @@ def build_datamanager(cfg: CfgNode, use_gpu: bool, plugin_views: bool, vae_view:
     Args:
         cfg: merged config.
         use_gpu: pin memory for CUDA.
-        plugin_views: use the paper's re-ID transforms (docs/METHOD.md) and normalisation (plugin models);
+        plugin_views: use the paper's re-ID transforms (docs/METHOD.md §7.5) and normalisation (plugin models);
             otherwise torchreid's named transforms (``data.transforms``) as torchreid does.
         vae_view: the train loader yields ``[x, x_vae]`` (DCAC's second, un-augmented view).
     """

@@ -1,4 +1,4 @@
-"""Image transforms of the paper (docs/METHOD.md, data pipeline): the re-ID views and the VAE view."""
+"""Image transforms of the paper (docs/METHOD.md §7.5, §6.2, §4.3): the re-ID views and the VAE view."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DCAC training engine (docs/METHOD.md): ID + PCL + denoising losses in one step."""
+"""DCAC training engine (docs/METHOD.md §6-§7): ID + PCL + denoising losses in one step."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
 
     @torch.no_grad()
     def rebuild_memory(self) -> None:
-        """Prototypes = normalised per-label means of eval-mode after-BN features (docs/METHOD.md).
+        """Prototypes = normalised per-label means of eval-mode after-BN features (docs/METHOD.md §6.2).
 
         Under DDP each rank encodes its shard of the training set (the memory loader is
         sharded by the caller) and the features are all-gathered, so every rank builds the

@@ -1,4 +1,4 @@
-"""Diffusion branch: frozen SD UNet with PEFT LoRA + frozen VAE + DDPM ε-prediction loss (docs/METHOD.md)."""
+"""Diffusion branch: frozen SD UNet with PEFT LoRA + frozen VAE + DDPM ε-prediction loss (docs/METHOD.md §4)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
-#: LoRA targets of the original (docs/METHOD.md): q/k/v/out of both attentions + the GEGLU input projection.
+#: LoRA targets of the original (docs/METHOD.md §4.5): q/k/v/out of both attentions + the GEGLU input projection.
 DEFAULT_LORA_TARGETS: tuple[str, ...] = (
     "attn1.to_q",
     "attn1.to_k",
@@ -147,7 +147,7 @@ def scaled_linear_betas(
 
 
 class DiffusionBranch(nn.Module):
-    """Frozen VAE encoder + LoRA UNet + DDPM ε-prediction MSE (docs/METHOD.md).
+    """Frozen VAE encoder + LoRA UNet + DDPM ε-prediction MSE (docs/METHOD.md §4.2-§4.4).
 
     Buffers (fp32, non-persistent: they are a pure function of the arguments): ``betas``,
     ``alphas_cumprod``, ``sqrt_alphas_cumprod``, ``sqrt_one_minus_alphas_cumprod`` [T].

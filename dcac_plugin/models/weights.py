@@ -211,7 +211,7 @@ def load_clip_visual_state_dict(path: str | os.PathLike) -> dict[str, torch.Tens
 def resize_pos_embed_bilinear(
     pos: torch.Tensor, new_grid: tuple[int, int] = (16, 8), old_grid: tuple[int, int] | None = None
 ) -> torch.Tensor:
-    """Resize a ViT positional-embedding table the way CLIP-ReID / DCAC do (docs/METHOD.md).
+    """Resize a ViT positional-embedding table the way CLIP-ReID / DCAC do (docs/METHOD.md §3.2).
 
     The CLS row is kept; the patch rows are reshaped row-major to the old grid (square if
     ``old_grid`` is None), resized with ``F.interpolate(mode="bilinear", align_corners=False)``
@@ -493,7 +493,7 @@ def load_sd_weights(
 def load_official_dcac_checkpoint(
     model_or_encoder: nn.Module, path: str | os.PathLike, load_heads: bool = False, strict: bool = True
 ) -> LoadReport:
-    """Load the re-ID encoder of an official DCAC release checkpoint (docs/METHOD.md) — or of this plugin's.
+    """Load the re-ID encoder of an official DCAC release checkpoint (docs/METHOD.md §11.3) — or of this plugin's.
 
     Unwraps ``state_dict``/``model``, strips ``module.``, keeps ``encoder.image_encoder.*`` and
     ``encoder.bnneck.*`` (and ``encoder.cam_emb`` when the model has SIE); ``encoder.fc.weight`` is
