@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dcac-installed
 DEMO_DATA ?= data/synthetic-small
 
-.PHONY: install test demo lint clean-demo
+.PHONY: install test test-fast demo lint clean-demo
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
+
+# during development: everything but the end-to-end and subprocess tests marked slow
+test-fast: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" tests
 
 lint: install
 	$(BIN)/ruff check dcac_plugin tools tests benchmarks

@@ -98,7 +98,7 @@ def get_default_config() -> CN:
     cfg.train.warmup_factor = 0.1  # warm-up starting factor (warmup_multi_step)
     cfg.train.print_freq = 20  # log every N batches
     cfg.train.seed = 1234  # random seed (torch, numpy, random)
-    cfg.train.amp = "off"  # mixed precision: off | fp16 (CUDA, GradScaler) | bf16
+    cfg.train.amp = "auto"  # plugin models: auto (CUDA: fp16 + GradScaler, the original; CPU: off) | off | fp16 | bf16
     cfg.train.checkpoint_period = 1  # save a checkpoint every N epochs (always at the end)
     cfg.train.keep_checkpoints = 2  # keep the last N periodic checkpoints
     cfg.train.deterministic = True  # cudnn deterministic, benchmark off (paper)
@@ -213,6 +213,7 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
             raise ConfigError(f"{config_file}: {e}") from None
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {config_file}") from None
+        check_choices(cfg, config_file)
     opts = list(opts or [])
     if len(opts) % 2:
         raise ConfigError(f"overrides must be 'key value' pairs; got an odd number: {opts}")
@@ -227,6 +228,7 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
         except ValueError as e:
             raise ConfigError(f"override '{key} {value}': {e}") from None
     parse_custom_datasets(cfg.data.custom)
+    check_choices(cfg, "the overrides" if opts else "the defaults")
     return cfg
 
 
@@ -275,6 +277,23 @@ def parse_custom_datasets(entries: Sequence[str]) -> list[CustomDatasetSpec]:
         seen.add(name)
         specs.append(CustomDatasetSpec(name, fmt, path))
     return specs
+
+
+#: keys whose value must be one of a fixed set (checked after every merge).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.amp": ("auto", "off", "fp16", "bf16"),
+}
+
+
+def check_choices(cfg: CN, where: str = "config") -> None:
+    """Raise :class:`ConfigError` (prefixed with ``where``: the file or 'the overrides') when a key of
+    :data:`CHOICES` holds another value."""
+    for key, allowed in CHOICES.items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = node[part]
+        if node not in allowed:
+            raise ConfigError(f"{where}: {key} must be {', '.join(allowed[:-1])} or {allowed[-1]}; got {node!r}")
 
 
 def _listify_if_needed(cfg: CN, key: str, value: Any) -> Any:

@@ -65,6 +65,9 @@ def load_config(config_file: str | Path | None = None, opts: Sequence[str] = (),
         raise ConfigError(f"data.type must be 'image' (video re-ID is not supported); got '{cfg.data.type}'")
     if resume and not cfg.model.resume:
         cfg.model.resume = "auto"
+    from dcac_plugin.engine.build import check_plugin_config
+
+    check_plugin_config(cfg)
     cfg.freeze()
     return cfg
 

@@ -3,8 +3,13 @@
 import os
 import socket
 
-import pytest
-import torch
+# numba's OpenMP threading layer (the evaluation kernels) sets the process's OpenMP thread count to
+# NUMBA_NUM_THREADS (default: every core) at its first parallel call, which also changes torch's
+# thread count: keep both at one.
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -1,6 +1,9 @@
 """The CLI's main(argv) end to end, in-process, on generated data (DCAC, CLIP baseline, OSNet)."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -224,3 +227,115 @@ def test_eval_only_on_a_run_folder_merges_new_targets(synthetic_tiny_root, tmp_p
     assert "--eval-only" in merged["evaluations"][0]["command"]
     assert (out / "config.yaml").read_text() == config_before
     assert merged["status"] == "ok"
+
+
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python tools/train.py ARGS`` in a fresh process (this checkout's package first on the path)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "tools/train.py"), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_cli_errors_exit_2_with_one_line_and_no_traceback(synthetic_tiny_root, tmp_path):
+    """The console entry point: bad input gives exit status 2 and the message once on stderr, both for
+    a config error (before the run starts) and for one raised inside the run (after logging is set up)."""
+    base = ["--config-file", str(ROOT / "configs/demo/dcac_tiny.yaml"), *TINY]
+    bad_key = _cli(*base, "data.root", str(synthetic_tiny_root), "data.save_dir", str(tmp_path / "a"),
+                   "dcac.nope", "1")
+    no_data = _cli(*base, "data.root", str(tmp_path / "empty"), "data.save_dir", str(tmp_path / "b"),
+                   "data.sources", "dukemtmcreid")
+    for proc, needle in ((bad_key, "dcac.nope"), (no_data, "dataset 'dukemtmcreid'")):
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.splitlines()
+        assert [ln for ln in lines if needle in ln] == [next(ln for ln in lines if ln.startswith("error: "))]
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert bad_key.stderr.startswith("error: unknown config key 'dcac.nope'")
+    # the run's log keeps the full record of the runtime error (with its traceback)
+    log = (tmp_path / "b" / "train.log").read_text()
+    assert "run failed: DatasetLayoutError" in log and "Traceback" in log
+
+
+def test_msmt17_errors_name_the_dataset_the_user_typed(tmp_path):
+    """With train+val (the default) the source is read by the plugin's msmt17_trainval class; the
+    message names 'msmt17', what the config says."""
+    for include_val in ("True", "False"):
+        with pytest.raises(DatasetLayoutError) as ei:
+            main(["--config-file", str(ROOT / "configs/demo/clip_tiny.yaml"), "data.root", str(tmp_path / "none"),
+                  "data.save_dir", str(tmp_path / "out"), *TINY, "data.sources", "msmt17",
+                  "data.msmt17_include_val", include_val])
+        msg = str(ei.value)
+        assert msg.startswith("dataset 'msmt17'") and "msmt17_trainval" not in msg, msg
+
+
+@pytest.mark.parametrize("opts", [["train.fixbase_epoch", "2"], ["train.open_layers", "fc"],
+                                  ["train.fixbase_epoch", "1", "train.open_layers", "encoder,fc"]])
+def test_fixbase_keys_are_refused_for_plugin_models(opts, tmp_path):
+    with pytest.raises(ConfigError) as ei:
+        main(["--config-file", str(ROOT / "configs/demo/dcac_tiny.yaml"), "data.root", str(tmp_path / "none"),
+              "data.save_dir", str(tmp_path / "out"), *TINY, *opts])
+    msg = str(ei.value)
+    assert opts[0] in msg and "dcac_tiny" in msg and "all layers" in msg
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_fixbase_keys_still_reach_torchreid_models(synthetic_tiny_root, tmp_path, capsys):
+    rec = run("configs/demo/osnet.yaml", synthetic_tiny_root, tmp_path / "osnet", "train.max_epoch", "1",
+              "train.fixbase_epoch", "1", "train.open_layers", "classifier", "data.height", "64", "data.width", "32")
+    assert rec["status"] == "ok"
+    assert "* Only train ['classifier'] (epoch: 1/1)" in capsys.readouterr().out  # torchreid's own print
+
+
+def test_status_is_ok_only_when_every_target_has_finite_metrics():
+    from dcac_plugin.runner import _status
+
+    good = {"mAP": 12.5, "rank1": 20.0, "rank5": 40.0, "rank10": 60.0, "mINP": 3.0}
+    assert _status({"msmt17": good, "market1501": good}, ["msmt17", "market1501"]) == "ok"
+    assert _status({"msmt17": good}, ["msmt17", "market1501"]) == "incomplete"  # a target is missing
+    assert _status({"msmt17": good, "market1501": {}}, ["msmt17", "market1501"]) == "incomplete"
+    for bad in (float("nan"), float("inf"), None, "12.5"):
+        assert _status({"msmt17": {**good, "mINP": bad}}, ["msmt17"]) == "incomplete", bad
+
+
+def test_merging_an_evaluation_recomputes_the_status():
+    from dcac_plugin.runner import _merge_evaluation
+
+    good = {"mAP": 12.5, "rank1": 20.0, "rank5": 40.0, "rank10": 60.0, "mINP": 3.0}
+    nan = {**good, "mAP": float("nan")}
+    prov = {"command": "c", "checkpoint": None, "git_commit": "x", "device": "cpu", "wall_time_s": 1.0,
+            "created": "t"}
+    previous = {"results": {"msmt17": nan}, "protocol": {"key": "MA->MS", "targets": ["msmt17"]},
+                "status": "incomplete", **prov}
+    fixed = _merge_evaluation(previous, {"results": {"msmt17": good}, "status": "ok",
+                                         "protocol": {"key": "MA->MS", "targets": ["msmt17"]}, **prov})
+    assert fixed["status"] == "ok" and fixed["evaluations"][0]["replaced"]["msmt17"]["mAP"] != 12.5
+    broken = _merge_evaluation({**previous, "results": {"msmt17": good}, "status": "ok"},
+                               {"results": {"dukemtmcreid": nan}, "status": "incomplete",
+                                "protocol": {"key": "MA->D", "targets": ["dukemtmcreid"]}, **prov})
+    assert broken["status"] == "incomplete" and broken["protocol"]["targets"] == ["msmt17", "dukemtmcreid"]
+
+
+def test_a_target_without_finite_metrics_makes_the_run_incomplete_and_the_cli_exit_1(
+        synthetic_tiny_root, tmp_path, monkeypatch, capsys):
+    from dcac_plugin.cli.train import cli
+    from dcac_plugin.engine.base import PluginEngineMixin
+
+    real = PluginEngineMixin.evaluate
+
+    def one_target_nan(self):
+        results = real(self)
+        results["market1501"]["mAP"] = float("nan")
+        return results
+
+    monkeypatch.setattr(PluginEngineMixin, "evaluate", one_target_nan)
+    out = tmp_path / "osnet"
+    monkeypatch.setattr("sys.argv", ["tools/train.py", "--config-file", str(ROOT / "configs/demo/osnet.yaml"),
+                                     "--eval-only", "data.root", str(synthetic_tiny_root), "data.save_dir", str(out),
+                                     *TINY, "data.targets", "msmt17,market1501"])
+    with pytest.raises(SystemExit) as ei:
+        cli()
+    assert ei.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: run status 'incomplete': a target has no finite metrics" in err
+    rec = json.loads((out / "results.json").read_text())
+    assert rec["status"] == "incomplete" and rec["results"]["msmt17"]["mAP"] >= 0

@@ -94,3 +94,25 @@ def test_an_upstream_torchreid_yaml_merges_unchanged(tmp_path):
     )
     cfg = merge_config(get_default_config(), str(upstream))
     assert cfg.model.name == "osnet_x0_25" and cfg.train.optim == "amsgrad" and cfg.train.stepsize == [80]
+
+
+@pytest.mark.parametrize("text, key", [("train:\n  max_epoch: ten\n", "train.max_epoch"),
+                                       ("dcac:\n  sd:\n    lora_rank: [8]\n", "dcac.sd.lora_rank"),
+                                       ("data:\n  sources: 3\n", "data.sources")])
+def test_wrong_type_in_a_yaml_file_names_the_key_and_the_file(tmp_path, text, key):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as ei:
+        merge_config(get_default_config(), str(bad))
+    msg = str(ei.value)
+    assert msg.startswith(f"{bad}: ") and key in msg and "Type mismatch" in msg
+
+
+def test_amp_value_in_a_yaml_file_is_checked(tmp_path):
+    bad = tmp_path / "amp.yaml"
+    bad.write_text("train:\n  amp: fp8\n")
+    with pytest.raises(ConfigError) as ei:
+        merge_config(get_default_config(), str(bad))
+    assert str(ei.value) == f"{bad}: train.amp must be auto, off, fp16 or bf16; got 'fp8'"
+    with pytest.raises(ConfigError, match=r"^the overrides: train\.amp must be .*; got 'fp32'$"):
+        merge_config(get_default_config(), None, ["train.amp", "fp32"])

@@ -38,6 +38,7 @@ def _check(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_ddp_step_equals_one_process_on_the_concatenated_batch(synthetic_tiny_root, tmp_path):
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     _check(subprocess.run([sys.executable, str(WORKER), str(synthetic_tiny_root), str(one)], env=_env(),
@@ -71,6 +72,7 @@ def test_ddp_step_equals_one_process_on_the_concatenated_batch(synthetic_tiny_ro
     assert compared > 1000
 
 
+@pytest.mark.slow
 def test_torchrun_short_run_writes_one_results_file(synthetic_tiny_root, tmp_path):
     out = tmp_path / "ddp_run"
     cmd = _torchrun(str(ROOT / "tools" / "train.py"), "--config-file", str(ROOT / "configs/demo/dcac_tiny.yaml"),

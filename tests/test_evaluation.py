@@ -205,3 +205,37 @@ def test_evaluate_features_equals_evaluate_rank_on_full_matrix(metric, normalize
 def test_small_gallery_clips_max_rank():
     out = evaluate_features(torch.eye(3)[:1], torch.eye(3), [0], [0, 1, 2], [0], [1, 1, 1], max_rank=50)
     assert out["cmc"] == [100.0, 100.0, 100.0] and out["rank10"] == 100.0 and out["mAP"] == 100.0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", ["query", "gallery"])
+def test_non_finite_features_are_refused(bad, where):
+    g = torch.Generator().manual_seed(0)
+    qf, gf = torch.randn(3, 4, generator=g), torch.randn(5, 4, generator=g)
+    (qf if where == "query" else gf)[1, 2] = bad
+    for kw in ({}, {"normalize": False, "metric": "cosine"}, {"rerank": True, "k1": 2, "k2": 1}):
+        with pytest.raises(ValueError, match="features contain NaN or inf"):
+            evaluate_features(qf, gf, [0, 1, 2], [0, 1, 2, 0, 1], [0, 0, 0], [1, 1, 1, 1, 1], **kw)
+
+
+def test_non_finite_model_output_stops_the_engine_evaluation(synthetic_tiny_root, tmp_path):
+    """Through the engine: a model whose embedding is NaN (e.g. diverged weights) gives the clear error,
+    not metrics computed on garbage."""
+    from pathlib import Path
+
+    from dcac_plugin.config import get_default_config, merge_config
+    from dcac_plugin.data.manager import build_datamanager
+    from dcac_plugin.engine.build import build_engine, eval_kwargs
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = merge_config(get_default_config(), str(root / "configs/demo/clip_tiny.yaml"),
+                       ["data.root", str(synthetic_tiny_root), "data.save_dir", str(tmp_path), "data.workers", "0",
+                        "data.targets", "market1501", "test.batch_size", "64"])
+    dm = build_datamanager(cfg, use_gpu=False, plugin_views=True, vae_view=False)
+    engine = build_engine(cfg, dm, torch.device("cpu"), is_plugin=True)
+    engine.setup(device=torch.device("cpu"), save_dir=str(tmp_path), eval_kwargs=eval_kwargs(cfg))
+    assert set(engine.evaluate()) == {"market1501"}  # finite features: metrics
+    with torch.no_grad():
+        engine.model.encoder.bnneck.weight[3] = float("nan")
+    with pytest.raises(ValueError, match="features contain NaN or inf"):
+        engine.evaluate()

@@ -1,5 +1,7 @@
 """Offline weight loading: pos-embed resize, CLIP files, SD single files / folders, official checkpoints."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -205,6 +207,60 @@ def test_ldm_single_file_into_lora_wrapped_unet_and_ema(tmp_path, tiny_sd):
     torch.save({"state_dict": sd}, tmp_path / "noema.ckpt")
     with pytest.raises(WeightLoadError, match="EMA"):
         load_sd_single_file(u3, v3, tmp_path / "noema.ckpt", use_ema=True)
+
+
+class _Records(logging.Handler):
+    """Collects records of a logger that does not propagate (diffusers logs to its own handler)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.parametrize("use_ema", [True, False])
+def test_ema_choice_is_logged_truthfully(tmp_path, tiny_sd, caplog, use_ema):
+    """diffusers' converter would log 'only the non-EMA weights are extracted' (and talk about a
+    --extract_ema flag) even when the EMA weights are the ones loaded: only our line is logged."""
+    unet, vae = tiny_sd
+    sd = export_ldm_checkpoint(unet, vae)
+    ema = {"model_ema." + "".join(k.split(".")[1:]): v + 1.0 for k, v in sd.items()
+           if k.startswith("model.diffusion_model.")}
+    assert len(ema) > 100  # diffusers' threshold for "this checkpoint has EMA weights"
+    path = tmp_path / "sd.ckpt"
+    torch.save({"state_dict": {**sd, **ema}}, path)
+    diffusers_log = _Records()
+    logging.getLogger("diffusers").addHandler(diffusers_log)
+    try:
+        with caplog.at_level(logging.INFO, logger="dcac_plugin.models.weights"):
+            u2, v2 = build_unet("tiny"), build_vae("tiny")
+            load_sd_single_file(u2, v2, path, use_ema=use_ema)
+    finally:
+        logging.getLogger("diffusers").removeHandler(diffusers_log)
+    assert not [m for m in diffusers_log.messages if "EMA" in m], diffusers_log.messages
+    offset = 1.0 if use_ema else 0.0
+    torch.testing.assert_close(u2.conv_in.weight, unet.conv_in.weight + offset)
+    ours = [r.getMessage() for r in caplog.records if "EMA" in r.getMessage()]
+    chosen = ": EMA UNet weights (model_ema.*" if use_ema else ": non-EMA UNet weights (model.diffusion_model.*"
+    assert len(ours) == 1 and chosen in ours[0] and "dcac.sd.use_ema" in ours[0], ours
+
+
+def test_ckpt_refused_by_weights_only_names_the_reason_and_the_fix(tmp_path, tiny_sd):
+    """A .ckpt that pickles a class outside the weights_only allowlist: the error shows torch's
+    reason (not diffusers' 'Unable to load weights') and how to convert the file."""
+    import argparse
+
+    unet, vae = tiny_sd
+    path = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": export_ldm_checkpoint(unet, vae), "hparams": argparse.Namespace(lr=1)}, path)
+    with pytest.raises(WeightLoadError) as ei:
+        load_sd_weights(build_unet("tiny"), build_vae("tiny"), path)
+    msg = str(ei.value)
+    assert "Unsupported global" in msg and "argparse.Namespace" in msg
+    assert "Unable to load weights" not in msg
+    assert str(path) in msg and ".safetensors" in msg and "trust" in msg
 
 
 def test_ldm_single_file_missing_key_is_listed(tmp_path, tiny_sd):

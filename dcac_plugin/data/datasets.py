@@ -71,7 +71,7 @@ LAYOUTS: dict[str, str] = {
         test/
             0000/0000_000_01_0303morning_0016_0.jpg
         list_train.txt              lines 'RELATIVE/PATH.jpg PID' (one space), paths under train/
-        list_val.txt                paths under train/ (msmt17_trainval trains on train + val)
+        list_val.txt                paths under train/ (also trained on: data.msmt17_include_val True)
         list_query.txt              paths under test/
         list_gallery.txt            paths under test/""",
     "cuhk03_np": """\
@@ -98,8 +98,10 @@ class DatasetLayoutError(FileNotFoundError):
 
 def _fail(name: str, problem: str, path: str, root: str) -> DatasetLayoutError:
     tree = LAYOUTS[name].replace("<root>", osp.abspath(osp.expanduser(root)) if root else "<root>")
+    # msmt17_trainval is the plugin's class behind 'msmt17' with data.msmt17_include_val: name what was typed
+    shown = "'msmt17' (train + val, data.msmt17_include_val True)" if name == "msmt17_trainval" else f"'{name}'"
     return DatasetLayoutError(
-        f"dataset '{name}': {problem}\n"
+        f"dataset {shown}: {problem}\n"
         f"  path tried: {path}\n"
         f"  expected layout:\n{_indent(tree, 4)}\n"
         "  Datasets are never downloaded by dcac_plugin: put (or symlink) the extracted dataset there, "

@@ -119,6 +119,7 @@ def build_datamanager(cfg: CfgNode, use_gpu: bool, plugin_views: bool, vae_view:
             for loader in loaders.values():
                 loader.dataset.transform = test_t
         dm.transform_tr, dm.transform_te = train_t, test_t
+        dm.transform_memory = tfm.memory_transform(h, w, mean, std)  # bicubic whatever the test resize
     elif cfg.data.test_interpolation != "bilinear":
         logger.info("torchreid models use torchreid's own transforms (data.transforms, bilinear resize)")
     return dm

@@ -1,4 +1,4 @@
-"""Image transforms of the paper (docs/METHOD.md §4.3, §7.5): the re-ID view and the VAE view."""
+"""Image transforms of the paper (docs/METHOD.md §7.5, §6.2, §4.3): the re-ID views and the VAE view."""
 
 from __future__ import annotations
 
@@ -71,12 +71,21 @@ def reid_train_transform(height: int, width: int, mean: Sequence[float], std: Se
 
 def reid_test_transform(height: int, width: int, mean: Sequence[float], std: Sequence[float],
                         interp: str = "bicubic") -> T.Compose:
-    """Test / memory view: resize (bicubic by default), normalise."""
+    """Test view: resize (bicubic by default), normalise."""
     return T.Compose([
         T.Resize((height, width), interpolation=interpolation(interp)),
         T.ToTensor(),
         T.Normalize(mean=mean, std=std),
     ])
+
+
+def memory_transform(height: int, width: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
+    """Prototype-memory view: bicubic resize, normalise.
+
+    The original's memory pass (its cluster loader, ``interpolation=3``) resizes bicubic in every
+    protocol, also where its single-source test loader is bilinear (``data.test_interpolation``).
+    """
+    return reid_test_transform(height, width, mean, std, "bicubic")
 
 
 def vae_transform(size: int = 128) -> T.Compose:

@@ -17,12 +17,13 @@ from typing import Any
 import torch
 from yacs.config import CfgNode
 
-from dcac_plugin.config import ConfigError
+from dcac_plugin.config import ConfigError, as_list
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "build_engine",
+    "check_plugin_config",
     "build_plugin_model",
     "build_vae_cache",
     "distribute_train_loader",
@@ -78,6 +79,34 @@ def is_plugin_config(cfg: CfgNode) -> bool:
     from dcac_plugin.models import PLUGIN_MODELS
 
     return plugin_model_name(cfg) in PLUGIN_MODELS
+
+
+def check_plugin_config(cfg: CfgNode) -> None:
+    """Refuse torchreid options that a plugin model would silently ignore.
+
+    ``train.fixbase_epoch`` / ``train.open_layers`` (torchreid's two-step fine-tuning) have no
+    effect on DCAC or the CLIP baseline, which train all layers from the first epoch.
+
+    Raises:
+        ConfigError: one of them differs from its default for a plugin model (the message names it).
+    """
+    from dcac_plugin.config import get_default_config
+
+    if not is_plugin_config(cfg):
+        return
+    default = get_default_config().train
+    changed = []
+    if cfg.train.fixbase_epoch != default.fixbase_epoch:
+        changed.append("fixbase_epoch")
+    if as_list(cfg.train.open_layers) != as_list(default.open_layers):
+        changed.append("open_layers")
+    if changed:
+        keys = " and ".join(f"train.{k} ({cfg.train[k]!r})" for k in changed)
+        raise ConfigError(
+            f"{keys}: torchreid's two-step fine-tuning is not applied to the plugin model "
+            f"'{plugin_model_name(cfg)}', which trains all layers from the first epoch (the paper's recipe). "
+            f"Remove the key(s) (defaults: train.fixbase_epoch 0, train.open_layers ['classifier'])."
+        )
 
 
 def build_plugin_model(cfg: CfgNode, num_classes: int, num_cams: int, encoder_only: bool = False,
@@ -140,7 +169,7 @@ def build_engine(cfg: CfgNode, dm, device: torch.device, is_plugin: bool, distri
             model.encoder.image_encoder.set_grad_checkpointing(True)
         if cfg.dcac.sd.grad_checkpointing and model.diffusion is not None:
             model.diffusion.set_grad_checkpointing(True)
-        memory_loader = sequential_train_loader(dm, dm.transform_te, cfg.dcac.memory_batch_size, cfg.data.workers,
+        memory_loader = sequential_train_loader(dm, dm.transform_memory, cfg.dcac.memory_batch_size, cfg.data.workers,
                                                 rank=dist_utils.rank(), world_size=dist_utils.world_size())
         engine = DCACEngine(
             dm, model, optimizer, scheduler, memory_loader=memory_loader, device=device,

@@ -18,6 +18,32 @@ from dcac_plugin.engine.memory import PrototypeMemory
 logger = logging.getLogger(__name__)
 
 
+AMP_MODES = ("auto", "off", "fp16", "bf16")
+
+
+def resolve_amp(amp: str, device: torch.device) -> tuple[str, bool]:
+    """The precision a run trains in: ``(mode, grad_scaler)``, mode ``'off' | 'fp16' | 'bf16'``.
+
+    ``auto`` is the original's recipe where it can run: fp16 autocast with a GradScaler on a CUDA
+    device, fp32 (``off``) elsewhere; the choice is logged. ``fp16`` needs CUDA; ``bf16`` needs no
+    scaler.
+
+    Raises:
+        ValueError: unknown mode, or fp16 without CUDA.
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"train.amp must be auto, off, fp16 or bf16; got '{amp}'")
+    if amp == "auto":
+        if device.type == "cuda":
+            logger.info("train.amp auto -> fp16 autocast with a GradScaler (CUDA device, as the original)")
+            return "fp16", True
+        logger.info("train.amp auto -> off: fp32 on %s (fp16 autocast needs CUDA)", device.type)
+        return "off", False
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("train.amp fp16 needs CUDA; use auto, bf16 or off on this device")
+    return amp, amp == "fp16"
+
+
 class DCACEngine(PluginEngineMixin, tr.engine.Engine):
     """torchreid ``Engine`` for DCAC and its CLIP baseline (``model.diffusion is None``).
 
@@ -26,12 +52,13 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
             (or only ``x`` for the baseline).
         model: a :class:`dcac_plugin.models.dcac.DCAC`.
         optimizer, scheduler: built by the caller (Adam + coupled L2, per-epoch warm-up schedule).
-        memory_loader: the training set in a fixed order with the test transform (memory rebuild).
+        memory_loader: the training set in a fixed order with the memory view (bicubic resize,
+            normalise; see :func:`dcac_plugin.data.transforms.memory_transform`).
         id_weight, pcl_weight, ldm_weight: loss weights.
         label_smooth: label smoothing of the ID loss.
         noise_loss_begin_epoch: first (1-based) epoch with the denoising loss.
         pcl_temperature, pcl_momentum, pcl_hard_update: prototype memory settings.
-        amp: ``'off' | 'fp16' | 'bf16'``.
+        amp: ``'auto' | 'off' | 'fp16' | 'bf16'`` (see :func:`resolve_amp`).
         device: the run's device.
         noise_seed: seed of the per-step generator of diffusion timesteps and noises: step ``s``
             draws from ``Generator().manual_seed(noise_seed, s)`` for the whole (global) batch, so
@@ -58,12 +85,8 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
         self.num_classes = datamanager.num_train_pids
         self.memory = PrototypeMemory(self.num_classes, dim=model.feat_dim, temperature=pcl_temperature,
                                       momentum=pcl_momentum, hard_update=pcl_hard_update).to(device)
-        self.amp = amp
-        if amp not in ("off", "fp16", "bf16"):
-            raise ValueError(f"train.amp must be off, fp16 or bf16; got '{amp}'")
-        if amp == "fp16" and device.type != "cuda":
-            raise ValueError("train.amp fp16 needs CUDA; use bf16 on CPU or off")
-        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
+        self.amp, use_scaler = resolve_amp(amp, device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.device = device
         self.noise_seed = int(noise_seed)
         self.vae_cache = vae_cache

@@ -86,15 +86,21 @@ def _check_file(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
-def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str, Any]:
+def read_state_dict(path: str | os.PathLike, what: str = "weights", mmap: bool = False) -> dict[str, Any]:
     """Read a plain checkpoint file safely (safetensors or ``torch.load(weights_only=True)``).
 
     Args:
         path: ``.safetensors``, ``.pt``, ``.pth``, ``.ckpt``, ``.bin`` or ``.pth.tar`` file.
         what: description used in error messages.
+        mmap: memory-map a zip-format ``torch.save`` file instead of reading it into memory
+            (multi-GB SD checkpoints); ignored for other formats.
 
     Returns:
         The loaded object (usually a dict; not unwrapped).
+
+    Raises:
+        WeightLoadError: the file is missing or unreadable; for a file that ``weights_only``
+            refuses, the message carries torch's reason and a one-line conversion to safetensors.
     """
     p = _check_file(path, what)
     if p.suffix == ".safetensors":
@@ -106,15 +112,20 @@ def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str,
             raise WeightLoadError(f"cannot read safetensors {what} file '{p}': {e}") from e
     from dcac_plugin._torchreid import torchreid_checkpoint_globals
 
+    extra = {"mmap": True} if mmap and zipfile.is_zipfile(p) else {}
     try:
         # weights_only, plus the numpy scalar types torchreid pickles into its own checkpoints
         with torchreid_checkpoint_globals():
-            return torch.load(str(p), map_location="cpu", weights_only=True)
+            return torch.load(str(p), map_location="cpu", weights_only=True, **extra)
     except Exception as e:  # noqa: BLE001 - re-raised with context
+        out = p.with_suffix(".safetensors")
         raise WeightLoadError(
-            f"cannot read {what} file '{p}' with torch.load(weights_only=True): {e}. If the file holds "
-            f"pickled Python objects besides tensors, convert it once to a plain state dict or "
-            f".safetensors in a trusted environment."
+            f"cannot read {what} file '{p}' with torch.load(weights_only=True): {e}\n"
+            f"If the file holds pickled Python objects besides tensors, and only if you trust its source "
+            f"(unpickling can run code), convert it once to safetensors and pass '{out}' instead:\n"
+            f"  python -c \"import torch; from safetensors.torch import save_file; "
+            f"sd = torch.load('{p}', map_location='cpu', weights_only=False); sd = sd.get('state_dict', sd); "
+            f"save_file({{k: v.contiguous() for k, v in sd.items() if torch.is_tensor(v)}}, '{out}')\""
         ) from e
 
 
@@ -345,8 +356,9 @@ def _extract_ema_unet(ckpt: dict[str, torch.Tensor], source: str) -> dict[str, t
             out[k] = v
     if missing:
         raise WeightLoadError(
-            f"use_ema=True but '{source}' lacks {len(missing)} EMA tensors{_fmt_keys(missing)}; "
-            f"use sd_use_ema=False (non-EMA weights, as the original DCAC) or a checkpoint with EMA weights"
+            f"dcac.sd.use_ema True but '{source}' lacks {len(missing)} EMA tensors{_fmt_keys(missing)}; "
+            f"set dcac.sd.use_ema False (non-EMA weights, as the original DCAC) or use a checkpoint with "
+            f"EMA weights"
         )
     return out
 
@@ -356,10 +368,13 @@ def load_sd_single_file(
 ) -> dict[str, LoadReport]:
     """Load SD v1.x UNet + VAE weights from an original-LDM single file (``v1-5-pruned.ckpt``).
 
-    Uses diffusers' ``load_single_file_checkpoint`` (``torch.load(weights_only=True)`` or
-    safetensors, unwraps ``state_dict``) and its ``convert_ldm_unet_checkpoint`` /
-    ``convert_ldm_vae_checkpoint``; every UNet/VAE base tensor must be present (strict). The
-    ``cond_stage_model.*`` (text encoder) and schedule buffers are ignored. The UNet may already carry
+    Reads the file with :func:`read_state_dict` (safetensors or ``torch.load(weights_only=True)``,
+    memory-mapped; a refusal reports torch's reason), unwraps ``state_dict``, and converts with
+    diffusers' ``convert_ldm_unet_checkpoint`` / ``convert_ldm_vae_checkpoint``; every UNet/VAE
+    base tensor must be present (strict). The ``cond_stage_model.*`` (text encoder) and schedule
+    buffers are ignored. Which UNet weights were loaded (EMA or not) is logged once; the
+    ``model_ema.*`` tensors are removed before the conversion, so diffusers' own EMA message (which
+    would name the non-EMA weights whatever was chosen) is never printed. The UNet may already carry
     PEFT LoRA layers (base weights are filled, LoRA slots untouched).
 
     Args:
@@ -372,20 +387,14 @@ def load_sd_single_file(
     Returns:
         ``{"unet": LoadReport, "vae": LoadReport}``.
     """
-    from diffusers.loaders.single_file_utils import (
-        convert_ldm_unet_checkpoint,
-        convert_ldm_vae_checkpoint,
-        load_single_file_checkpoint,
-    )
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
     p = _check_file(path, "Stable Diffusion single-file checkpoint")
-    try:
-        ckpt = load_single_file_checkpoint(str(p), local_files_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with context
-        raise WeightLoadError(
-            f"cannot read SD checkpoint '{p}': {e}. If torch.load(weights_only=True) refuses a pickled "
-            f"object, convert the file once to .safetensors in a trusted environment."
-        ) from e
+    ckpt: Any = read_state_dict(p, "Stable Diffusion single-file checkpoint", mmap=True)
+    while isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
+        ckpt = ckpt["state_dict"]
+    if not isinstance(ckpt, dict):
+        raise WeightLoadError(f"'{p}' does not contain a state dict (got {type(ckpt).__name__})")
     n_unet = sum(k.startswith(LDM_UNET_PREFIX) for k in ckpt)
     n_vae = sum(k.startswith(LDM_VAE_PREFIX) for k in ckpt)
     if n_unet == 0 or n_vae == 0:
@@ -394,8 +403,10 @@ def load_sd_single_file(
             f"'{LDM_VAE_PREFIX}*' tensors. For a diffusers-format folder pass the folder (with unet/ "
             f"and vae/) instead."
         )
+    has_ema = any(k.startswith("model_ema.") for k in ckpt)
     if use_ema:
         ckpt = _extract_ema_unet(ckpt, str(p))
+    ckpt = {k: v for k, v in ckpt.items() if not k.startswith("model_ema.")}
     try:
         unet_sd = convert_ldm_unet_checkpoint(ckpt, unet.config)
         vae_sd = convert_ldm_vae_checkpoint(ckpt, vae.config)
@@ -408,13 +419,15 @@ def load_sd_single_file(
         "unet": _strict_load_base(unet, unet_sd, "UNet", str(p)),
         "vae": _strict_load_base(vae, vae_sd, "VAE", str(p)),
     }
-    logger.info(
-        "SD weights (%s UNet) from %s: UNet %d tensors, VAE %d tensors",
-        "EMA" if use_ema else "non-EMA",
-        p,
-        len(reports["unet"].loaded),
-        len(reports["vae"].loaded),
-    )
+    if use_ema:
+        which = "EMA UNet weights (model_ema.*; dcac.sd.use_ema True)"
+    elif has_ema:
+        which = ("non-EMA UNet weights (model.diffusion_model.*, as the original DCAC; the file also holds "
+                 "EMA ones, which dcac.sd.use_ema True selects)")
+    else:
+        which = "non-EMA UNet weights (model.diffusion_model.*; the file holds no EMA ones for dcac.sd.use_ema)"
+    logger.info("SD weights from %s: %s; UNet %d tensors, VAE %d tensors", p, which,
+                len(reports["unet"].loaded), len(reports["vae"].loaded))
     return reports
 
 
