@@ -239,3 +239,28 @@ def test_non_finite_model_output_stops_the_engine_evaluation(synthetic_tiny_root
         engine.model.encoder.bnneck.weight[3] = float("nan")
     with pytest.raises(ValueError, match="features contain NaN or inf"):
         engine.evaluate()
+
+
+def test_numba_kernels_leave_torchs_thread_count_alone(tmp_path):
+    """numba's OpenMP layer used to reset torch to one thread per core at its first parallel call."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("numba")
+    code = (
+        "import numpy as np, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from dcac_plugin.evaluation import evaluate_features\n"
+        "rng = np.random.default_rng(0)\n"
+        "q, g = rng.normal(size=(40, 8)).astype('float32'), rng.normal(size=(300, 8)).astype('float32')\n"
+        "evaluate_features(q, g, np.arange(40) % 10, np.arange(300) % 10, np.zeros(40), np.ones(300))\n"
+        "evaluate_features(q, g, np.arange(40) % 10, np.arange(300) % 10, np.zeros(40), np.ones(300), rerank=True)\n"
+        "print(torch.get_num_threads())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
+    env["NUMBA_NUM_THREADS"] = "2"  # more than torch's: what an unset variable gives on a 2-core machine
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "1"

@@ -6,6 +6,7 @@ both import from here and never from each other.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -41,11 +42,33 @@ def numba_kernel(fn: Any) -> Any | None:
         fn.__globals__["prange"] = numba.prange
         opts = dict(parallel=True, nogil=True)
         try:
-            _KERNELS[key] = numba.njit(cache=True, **opts)(fn)
+            compiled = numba.njit(cache=True, **opts)(fn)
         except RuntimeError as err:  # no writable cache location (read-only install, no NUMBA_CACHE_DIR)
             logger.info("numba cache unavailable (%s); compiling %s in memory", err, fn.__name__)
-            _KERNELS[key] = numba.njit(cache=False, **opts)(fn)
+            compiled = numba.njit(cache=False, **opts)(fn)
+        _KERNELS[key] = _with_torch_threads(compiled, numba)
     return _KERNELS[key]
+
+
+def _with_torch_threads(kernel: Any, numba: Any) -> Any:
+    """Run ``kernel`` on torch's thread count and leave torch's count as it was.
+
+    numba's OpenMP threading layer sets the process's OpenMP thread count to its own default (every
+    core) at its first parallel call, which silently changes torch's count too (a training after an
+    evaluation then ran up to 20x slower on a loaded 2-core machine). One thread decision: torch's.
+    """
+
+    @functools.wraps(kernel)
+    def call(*args: Any) -> Any:
+        n = torch.get_num_threads()
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+        try:
+            return kernel(*args)
+        finally:
+            if torch.get_num_threads() != n:
+                torch.set_num_threads(n)
+
+    return call
 
 
 def compute_distance_chunk(qf: torch.Tensor, gf: torch.Tensor, metric: str = "euclidean",
