@@ -91,6 +91,7 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one_and_resume_equa
                               "data.save_dir", str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in (out / "train.log").read_text()
+    assert not list(out.glob(".checkpoint_ep*.tmp"))  # the half-written file was cleaned up on resume
     straight = tmp_path / "straight"
     subprocess.run([sys.executable, str(ROOT / "tools/train.py"), *common, "data.save_dir", str(straight)],
                    env=env, check=True, capture_output=True, timeout=300)

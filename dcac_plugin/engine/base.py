@@ -171,8 +171,16 @@ class PluginEngineMixin:
             p.unlink(missing_ok=True)
 
     def resume(self, path: str | Path) -> int:
-        """Load a checkpoint written by :meth:`save_checkpoint`; return the epoch to start from."""
+        """Load a checkpoint written by :meth:`save_checkpoint`; return the epoch to start from.
+
+        Half-written checkpoints left by a process killed mid-write (``.checkpoint_ep*.pth.*.tmp``
+        beside it; they never took a checkpoint's name) are removed.
+        """
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if dist_utils.is_main_process():
+            for stale in Path(path).parent.glob(".checkpoint_ep*.pth.*.tmp"):
+                logger.info("removing %s, a checkpoint write that was interrupted", stale.name)
+                stale.unlink(missing_ok=True)
         self.load_model_state(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
