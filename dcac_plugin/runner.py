@@ -16,8 +16,6 @@ finished run folder again (``eval_only``) on more ``data.targets`` merges the ne
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
 import logging
 import math
 import random
@@ -33,6 +31,7 @@ import torch
 from yacs.config import CfgNode
 
 from dcac_plugin.config import ConfigError, as_list, config_hash, get_default_config, merge_config
+from dcac_plugin.utils.files import file_sha256, read_results
 from dcac_plugin.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("dcac_plugin")
@@ -141,15 +140,6 @@ def protocol_of(cfg: CfgNode) -> dict[str, Any]:
     }
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _checkpoint_entry(path: str | Path | None, save_dir: Path) -> dict[str, str] | None:
     """``{file, sha256}`` of the weights a result comes from (path relative to the run folder if inside)."""
     if not path:
@@ -241,7 +231,7 @@ def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_s
     from dcac_plugin.utils.runinfo import device_description, git_commit, library_versions
 
     evaluate_only = bool(cfg.test.evaluate)
-    previous = _previous_record(save_dir) if evaluate_only else None
+    previous = read_results(save_dir) if evaluate_only else None
     if dist_utils.is_main_process() and previous is None:
         atomic_write_text(cfg.dump(), save_dir / "config.yaml")
     logger.info("config: %s (hash %s); output: %s", config_file or "<defaults>", config_hash(cfg), save_dir)
@@ -349,18 +339,6 @@ def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_s
     atomic_write_json(record, save_dir / "results.json")
     logger.info("results written to %s", save_dir / "results.json")
     return record
-
-
-def _previous_record(save_dir: Path) -> dict[str, Any] | None:
-    """The run folder's existing ``results.json`` (None when absent)."""
-    path = save_dir / "results.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); move it away to evaluate this run folder "
-                         f"from scratch") from exc
 
 
 def _merge_evaluation(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -40,8 +40,6 @@ apart from real results everywhere downstream.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import math
@@ -55,6 +53,7 @@ from typing import Any
 import yaml
 
 from dcac_plugin.protocols import DATASET_CODES  # noqa: F401  (re-exported)
+from dcac_plugin.utils.files import file_sha256, latest_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +62,6 @@ SCHEMA_VERSION = 2
 SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
 #: Checkpoint file names the engine writes (``dcac_plugin.engine.base``; repeated here so that
 #: reading results never imports torch).
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint_ep(\d+)\.pth$")
 
 #: The four standard DG datasets, in the order the published tables use.
 STANDARD_CODES: tuple[str, ...] = ("MA", "D", "MS", "C3")
@@ -231,31 +229,6 @@ class Provenance:
         return out
 
 
-def latest_checkpoint_file(run_dir: str | Path) -> Path | None:
-    """The ``checkpoint_ep<N>.pth`` of the highest epoch in ``run_dir``, if any."""
-    best: tuple[int, Path] | None = None
-    for p in Path(run_dir).glob("checkpoint_ep*.pth"):
-        m = CHECKPOINT_PATTERN.match(p.name)
-        if m and (best is None or int(m.group(1)) > best[0]):
-            best = (int(m.group(1)), p)
-    return best[1] if best else None
-
-
-@functools.lru_cache(maxsize=256)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 (hex) of a file, read in 1 MiB chunks; cached per (path, size, mtime)."""
-    st = Path(path).stat()
-    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
 def checkpoint_digest(prov: Provenance) -> tuple[str | None, str | None]:
     """The checkpoint's sha256 and where it comes from.
 
@@ -320,7 +293,7 @@ def _provenance(obj: dict, path: Path | None, where: str) -> tuple[Provenance, i
             ckpt_file = str(f if f.is_absolute() or run_dir is None else run_dir / f)
             ckpt_sha = sha.lower() if sha else None
     elif run_dir is not None:
-        latest = latest_checkpoint_file(run_dir)
+        latest = latest_checkpoint(run_dir)
         ckpt_file = str(latest) if latest is not None else None
 
     def existing(name: str) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,11 @@ import torch
 from tqdm import tqdm
 
 from dcac_plugin import distributed as dist_utils
+from dcac_plugin.utils.files import CHECKPOINT_PATTERN, latest_checkpoint  # noqa: F401  (re-exported)
 from dcac_plugin.utils.io import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
-CKPT_PATTERN = re.compile(r"^checkpoint_ep(\d+)\.pth$")
 
 
 def _bar_disabled() -> bool | None:
@@ -60,16 +59,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def latest_checkpoint(save_dir: str | Path) -> Path | None:
-    """The checkpoint of the highest epoch in ``save_dir`` (``checkpoint_epN.pth``), if any."""
-    best: tuple[int, Path] | None = None
-    for p in Path(save_dir).glob("checkpoint_ep*.pth"):
-        m = CKPT_PATTERN.match(p.name)
-        if m and (best is None or int(m.group(1)) > best[0]):
-            best = (int(m.group(1)), p)
-    return best[1] if best else None
 
 
 class PluginEngineMixin:
@@ -165,7 +154,7 @@ class PluginEngineMixin:
     def _prune_checkpoints(self) -> None:
         found = sorted(
             (int(m.group(1)), p) for p in self.save_dir.glob("checkpoint_ep*.pth")
-            if (m := CKPT_PATTERN.match(p.name))
+            if (m := CHECKPOINT_PATTERN.match(p.name))
         )
         for _, p in found[: -self.keep_checkpoints]:
             p.unlink(missing_ok=True)

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from dcac_plugin.config import get_default_config, merge_config
+from dcac_plugin.utils.files import read_results
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +83,6 @@ def load_run_config(run_dir: str | os.PathLike, opts: Sequence[str] = ()) -> Cfg
     return merge_config(get_default_config(), str(path), list(opts))
 
 
-def _results(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "results.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc})") from exc
-
-
 def run_weights(run_dir: str | os.PathLike, cfg: CfgNode | None = None) -> Path:
     """The weight file a run folder's results come from.
 
@@ -105,7 +96,7 @@ def run_weights(run_dir: str | os.PathLike, cfg: CfgNode | None = None) -> Path:
     from dcac_plugin.engine.base import latest_checkpoint
 
     run = Path(run_dir)
-    rec = _results(run) or {}
+    rec = read_results(run) or {}
     entry = (rec.get("checkpoint") or {}).get("file") if isinstance(rec.get("checkpoint"), dict) else None
     if entry:
         p = Path(entry)
