@@ -41,3 +41,14 @@ def synthetic_tiny_root(tmp_path_factory):
     root = tmp_path_factory.getbasetemp() / "synthetic_tiny"
     make_synthetic(root, scale="tiny", seed=0)
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run only where CUDA exists: elsewhere they are deselected (not skipped),
+    since a CPU machine cannot have the component at all."""
+    if torch.cuda.is_available():
+        return
+    keep = [item for item in items if "cuda" not in item.keywords]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if "cuda" in item.keywords])
+        items[:] = keep
