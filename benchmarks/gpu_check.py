@@ -368,6 +368,19 @@ def environment(device_str: str) -> str:
     return f"{dev}; torch {torch.__version__}{cu}; Python {platform.python_version()}; {os.cpu_count()} CPU cores"
 
 
+def _shown_args(argv: list[str]) -> list[str]:
+    """The command's arguments without the output and scratch paths (they change no figure)."""
+    shown, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--out", "--work", "--data"):
+            skip = True
+        elif not a.startswith(("--out=", "--work=", "--data=")):
+            shown.append(a)
+    return shown
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
@@ -425,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     total = time.perf_counter() - t_all
-    cmd = "python benchmarks/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python benchmarks/gpu_check.py " + " ".join(_shown_args(argv if argv is not None else sys.argv[1:]))
     head = f"`{cmd.strip()}` — {environment(args.device)}; total {total:.0f} s"
     head += " (dry run: toy sizes)" if dry else ""
     table = render(results)
@@ -433,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     if out:
         from dcac_plugin.utils.io import atomic_write_text
 
-        atomic_write_text(f"# GPU check\n\n{__doc__.split(chr(10) + chr(10))[1]}\n\n{head}\n\n{table}\n", out)
+        what = "\n\n".join(__doc__.split("\n\n")[1:3])
+        atomic_write_text(f"# GPU check\n\n{what}\n\n{head}\n\n{table}\n", out)
     return 1 if any(r.status == "FAILED" for r in results) else 0
 
 

@@ -74,19 +74,24 @@ def _tiny_engine(root: Path, tmp_path: Path, amp: str):
 def test_engine_step_on_cuda_runs_in_the_requested_precision(synthetic_tiny_root, tmp_path, amp, dtype, scaler):
     engine, dm = _tiny_engine(synthetic_tiny_root, tmp_path, amp)
     seen = []
-    linear = next(m for m in engine.model.encoder.modules() if isinstance(m, torch.nn.Linear))
+    # an MLP layer of the ViT (attention's out_proj is not called through forward)
+    linear = next(m for n, m in engine.model.encoder.named_modules() if isinstance(m, torch.nn.Linear) and "mlp" in n)
     linear.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     assert engine.scaler.is_enabled() is scaler
     before = {k: v.detach().clone() for k, v in engine.model.encoder.named_parameters() if v.requires_grad}
     engine.on_epoch_start()
     batch = next(iter(dm.train_loader))
-    for _ in range(3):
+    moved: list[str] = []
+    for step in range(30):  # fp16: the GradScaler skips the first steps while it lowers its scale
         out = engine.forward_backward(batch)
         engine.global_step += 1
-    assert dtype in seen  # autocast really ran in that precision
+        moved = [k for k, v in engine.model.encoder.named_parameters()
+                 if v.requires_grad and not torch.equal(v, before[k])]
+        if moved and step >= 2:
+            break
+    assert seen and set(seen) == {dtype}  # autocast really ran in that precision
     assert all(np.isfinite(v) for v in out.values())
-    moved = [k for k, v in engine.model.encoder.named_parameters() if v.requires_grad and not torch.equal(v, before[k])]
-    assert moved, "no encoder parameter changed after 3 steps"
+    assert moved, "no encoder parameter changed after 30 steps"
     assert all(p.device.type == "cuda" for p in engine.model.parameters())
 
 
@@ -98,8 +103,8 @@ def test_evaluation_on_cuda_equals_cpu(rerank):
     g = torch.Generator().manual_seed(0)
     centers = torch.randn(40, 64, generator=g)
     q_pids, g_pids = np.arange(40).repeat(2), np.arange(40).repeat(6)
-    qf = centers[q_pids] + 0.8 * torch.randn(80, 64, generator=g)
-    gf = centers[g_pids] + 0.8 * torch.randn(240, 64, generator=g)
+    qf = centers[q_pids] + 1.5 * torch.randn(80, 64, generator=g)
+    gf = centers[g_pids] + 1.5 * torch.randn(240, 64, generator=g)
     q_cams, g_cams = np.zeros(80, dtype=np.int64), np.ones(240, dtype=np.int64)
     kw = dict(rerank=True, k1=20, k2=6) if rerank else {}
     cpu = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, **kw)
