@@ -471,3 +471,15 @@ def test_cli_bad_input_exits_2(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.startswith("error: --only 'nothing-like-this' matches no file")
     assert "Traceback" not in err
+
+
+def test_console_scripts_point_at_the_clis():
+    import importlib
+
+    text = (REPO / "setup.py").read_text()
+    for script, target in (("dcac-fetch-weights", "dcac_plugin.cli.fetch_weights:cli"),
+                           ("dcac-check-data", "dcac_plugin.cli.check_data:cli")):
+        assert f'"{script}={target}"' in text
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func))
+    assert "resources/*" in text  # the manifest ships inside the package
