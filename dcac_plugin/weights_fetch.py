@@ -510,7 +510,7 @@ def fetch_one(entry: WeightFile, dest: str | os.PathLike, mirror: str | None = N
         if convert:
             extra += _maybe_convert(entry, final, dest)
         return Outcome(entry.name, "fetched", f"from {where}; {v.detail}", final, extra)
-    raise FetchError("; ".join(errors))
+    raise FetchError("; ".join(errors) + (f". Note: {entry.note}" if entry.note else ""))
 
 
 def _transfer(kind: str, where: str, partial: Path, name: str, retries: int, timeout: float) -> Path:
@@ -534,13 +534,14 @@ def check_one(entry: WeightFile, dest: str | os.PathLike) -> Outcome:
     """Verify ``<dest>/<entry.name>`` without any network access and without changing anything."""
     dest = Path(dest)
     final = dest / entry.name
+    cmd = f"python tools/fetch_weights.py --only {entry.name}" + ("" if dest == Path("pretrained") else
+                                                                    f" --dest {dest}")
     if not final.is_file():
-        return Outcome(entry.name, "missing", f"not in {dest}; fetch it: python tools/fetch_weights.py --only "
-                                              f"{entry.name}", None)
+        return Outcome(entry.name, "missing", f"not in {dest}; fetch it: {cmd}", None)
     v = verify(final, entry, read_digests(dest).get(entry.name))
     if not v.ok:
-        return Outcome(entry.name, "mismatch", f"{v.detail}; fetch it again: python tools/fetch_weights.py --only "
-                                               f"{entry.name} (the bad file is moved aside first)", final)
+        return Outcome(entry.name, "mismatch", f"{v.detail}; fetch it again: {cmd} (the bad file is moved aside "
+                                               "first)", final)
     if v.needs_record:
         return Outcome(entry.name, "unverified", f"present; {v.detail.replace(' recorded now', '')} (not recorded: "
                                                  "python tools/fetch_weights.py records it)", final)
