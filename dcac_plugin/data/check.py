@@ -213,8 +213,9 @@ def _count(split: str, items: list[tuple[str, int, int]]) -> SplitCount:
 # -------------------------------------------------------------------------------------- layouts
 
 
-def _market_style(name: str, label: str, root: str, dataset_dir: str, data_dir: str, ext: str,
-                  report: DatasetReport, images: str, drop_junk: bool) -> None:
+def _market_style(label: str, dataset_dir: str, data_dir: str, ext: str, report: DatasetReport,
+                  images: str) -> None:
+    """Market-1501 style folders (Market, Duke, CUHK03-NP): '-1' junk dropped as torchreid does."""
     if not osp.isdir(dataset_dir):
         report.status = "missing"
         report.problems.append(Problem(label, f"not found: {dataset_dir}", report.fix(_FIX_MISSING)))
@@ -239,13 +240,14 @@ def _market_style(name: str, label: str, root: str, dataset_dir: str, data_dir: 
                 unparsed.append(f)
                 continue
             pid, cam = int(m.group(1)), int(m.group(2))
-            if drop_junk and pid == -1:
+            if pid == -1:
                 continue
             items.append((osp.join(d, f), pid, cam))
         if unparsed:
             report.problems.append(Problem(
                 label, f"{len(unparsed)} file name(s) in '{sub}' do not match 'PID_cCAM...{ext}', e.g. "
-                       f"{unparsed[0]!r}", report.fix("rename or remove them (torchreid cannot read their identity/camera)")))
+                       f"{unparsed[0]!r}",
+                report.fix("rename or remove them (torchreid cannot read their identity/camera)")))
         report.counts.append(_count(split, items))
         _check_images(label, [p for p, _, _ in items], images, report)
 
@@ -260,7 +262,8 @@ def _msmt17(label: str, root: str, report: DatasetReport, images: str) -> None:
         return
     version = next((v for v in MSMT17_VERSIONS if osp.isdir(osp.join(dataset_dir, v))), None)
     if version is None:
-        report.problems.append(Problem(label, f"no MSMT17_V1/ or MSMT17_V2/ folder in {dataset_dir}", report.fix(_FIX_FETCH)))
+        report.problems.append(Problem(label, f"no MSMT17_V1/ or MSMT17_V2/ folder in {dataset_dir}",
+                                       report.fix(_FIX_FETCH)))
         return
     vdir = osp.join(dataset_dir, version)
     report.path = vdir
@@ -363,15 +366,15 @@ def check_dataset_data(name: str, root: str | os.PathLike, *, cuhk03_labeled: bo
         versioned = osp.join(ddir, "Market-1501-v15.09.15")
         data_dir = versioned if osp.isdir(versioned) else ddir
         report = DatasetReport(label, root, data_dir, layout, regenerate=regen)
-        _market_style(name, label, root, ddir, data_dir, ".jpg", report, images, drop_junk=True)
+        _market_style(label, ddir, data_dir, ".jpg", report, images)
     elif name == "dukemtmcreid":
         ddir = osp.join(root, "dukemtmc-reid")
         report = DatasetReport(label, root, osp.join(ddir, "DukeMTMC-reID"), layout, regenerate=regen)
-        _market_style(name, label, root, ddir, report.path, ".jpg", report, images, drop_junk=True)
+        _market_style(label, ddir, report.path, ".jpg", report, images)
     elif name == "cuhk03_np":
         ddir = osp.join(root, "cuhk03-np")
         report = DatasetReport(label, root, osp.join(ddir, variant or "detected"), layout, regenerate=regen)
-        _market_style(name, label, root, ddir, report.path, ".png", report, images, drop_junk=True)
+        _market_style(label, ddir, report.path, ".png", report, images)
     else:
         report = DatasetReport(label, root, osp.join(root, "msmt17"), layout, regenerate=regen)
         _msmt17(label, root, report, images)
