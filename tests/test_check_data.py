@@ -209,3 +209,25 @@ def test_suite_on_generated_data_passes_the_check(synthetic_tiny_root, tmp_path)
     summary = run_suite(load_suite(_suite(tmp_path, synthetic_tiny_root)), runner=lambda a: calls.append(a),
                         check_data="quick")
     assert len(calls) == 1 and list(summary.failed) == ["osnet_ma"]  # the fake runner wrote no results
+
+
+def test_suite_and_custom_datasets_from_the_cli(copy_root, tmp_path, capsys):
+    suite = _suite(tmp_path, copy_root)
+    assert check_main(["--suite", str(suite)]) == 0
+    out = capsys.readouterr().out
+    assert "market1501: OK as generated" in out and "msmt17: OK as generated" in out and "dukemtmc" not in out
+    shutil.rmtree(copy_root / "msmt17" / "MSMT17_V1" / "test")
+    assert check_main(["--suite", str(suite)]) == 1
+    assert "PROBLEM msmt17: image folder missing:" in capsys.readouterr().out
+    # a data.custom folder dataset: counted, images checked, no expected counts
+    market = copy_root / "market1501" / "Market-1501-v15.09.15"
+    argv = ["--config-file", str(REPO / "configs" / "demo" / "osnet.yaml"), "data.root", str(copy_root),
+            "data.custom", f"mine=folder:{market}", "data.sources", "['mine']", "data.targets", "['mine']"]
+    assert check_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "mine: OK (custom dataset)" in out and "a data.custom dataset: no known counts" in out
+    bad = sorted((market / "bounding_box_train").glob("*.jpg"))[0]
+    bad.write_bytes(bad.read_bytes()[:100])
+    assert check_main(argv) == 1
+    assert f"PROBLEM mine: 1 unreadable image(s): {bad} (JPEG without its end marker (truncated))" \
+        in capsys.readouterr().out
