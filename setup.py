@@ -69,6 +69,8 @@ setup(
             "dcac-search=dcac_plugin.cli.search:cli",
             "dcac-visrank=dcac_plugin.cli.visrank:cli",
             "dcac-export=dcac_plugin.cli.export:cli",
+            "dcac-fetch-weights=dcac_plugin.cli.fetch_weights:cli",
+            "dcac-check-data=dcac_plugin.cli.check_data:cli",
         ]
     },
 )

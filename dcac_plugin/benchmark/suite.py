@@ -483,9 +483,9 @@ def check_random_init(entries: Sequence[RunEntry]) -> str | None:
     n = sum(len(v) for v in problems.values())
     lines = [f"{n} run(s) would train a torchreid baseline from random weights on the real benchmark:"]
     lines += [f"  - {why}: {', '.join(runs)}" for why, runs in problems.items()]
-    lines.append("Fix: put torchreid's ImageNet-pretrained weights at model.pretrained_path (README 'Benchmark "
-                 "suites at scale' lists the files and where to get them), or set allow_random_init: true in the "
-                 "suite to train them from scratch on purpose")
+    lines.append("Fix: put torchreid's ImageNet-pretrained weights at model.pretrained_path (python "
+                 "tools/fetch_weights.py --only baselines downloads and verifies them), or set allow_random_init: "
+                 "true in the suite to train them from scratch on purpose")
     return "\n".join(lines)
 
 
@@ -602,6 +602,7 @@ def run_suite(
     stale_after: float = claims.DEFAULT_STALE_AFTER_S,
     heartbeat_s: float = claims.DEFAULT_HEARTBEAT_S,
     poll_s: float = 2.0,
+    check_data: str | None = None,
 ) -> SuiteSummary:
     """Run every selected entry of ``suite`` through ``launcher`` (default: ``runner`` in this process).
 
@@ -625,13 +626,16 @@ def run_suite(
         stale_after: seconds without heartbeat after which another runner's claim is taken over.
         heartbeat_s: seconds between heartbeats of this runner's claims.
         poll_s: seconds between two looks at running subprocesses or jobs.
+        check_data: before anything starts, check the datasets the runs need
+            (:func:`dcac_plugin.data.check.check_entries`, images ``'quick'`` / ``'full'`` / ``'none'``);
+            ``None`` skips the check.
 
     Returns:
         The :class:`SuiteSummary` (also written to ``<output_root>/suite_summary.json`` unless ``dry_run``).
 
     Raises:
         SuiteError: a torchreid baseline would train from random weights on the real benchmark and the
-            suite does not set ``allow_random_init``.
+            suite does not set ``allow_random_init``; or ``check_data`` found a dataset missing or incomplete.
         LauncherError: the launcher cannot work here.
     """
     t0 = time.perf_counter()
@@ -656,6 +660,14 @@ def run_suite(
         return summary
     if not suite.allow_random_init:
         problem = check_random_init(entries)
+        if problem:
+            raise SuiteError(problem)
+    if check_data:
+        from dcac_plugin.data.check import check_entries
+
+        pending = [e for e in entries if results_state(e.output_dir)[0] not in
+                   (("done",) if retry_failed else ("done", "failed", "incomplete"))]  # what would start
+        problem = check_entries(pending, images=check_data, suite_path=str(suite.path) if suite.path else None)
         if problem:
             raise SuiteError(problem)
 

@@ -80,6 +80,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="GPUs per training (default 1; >1 runs torchrun --nproc_per_node inside the run; "
                         "0 = CPU jobs)")
     p.add_argument("--gpus", default=None, help="local: GPU indices to use, e.g. 0,1,2,3 (default: all CUDA devices)")
+    p.add_argument("--check-data", action=argparse.BooleanOptionalAction, default=True,
+                   help="before a run starts, check the datasets the runs need under data.root (layout, counts "
+                        "against the real releases or the generated ones, unreadable images) and refuse to start "
+                        "when one is missing or incomplete (default); --no-check-data starts anyway")
     p.add_argument("--claim-timeout", type=float, default=claims.DEFAULT_STALE_AFTER_S,
                    help="seconds without heartbeat after which another runner's claim counts as abandoned "
                         f"(default {claims.DEFAULT_STALE_AFTER_S:.0f})")
@@ -172,6 +176,14 @@ def _dry_run(args: argparse.Namespace, suite: Suite, seeds, out) -> int:
     problem = None if suite.allow_random_init else check_random_init(summary.planned)
     if problem:
         out.write("\nREFUSED when run: " + problem + "\n")
+    if args.check_data:
+        from dcac_plugin.data.check import check_entries
+
+        data_problem = check_entries([e for e in summary.planned if e.run_name not in summary.skipped],
+                                     images="none", suite_path=args.suite)
+        if data_problem:
+            out.write("\nREFUSED when run (data check; layout and counts, images are read when run): "
+                      + data_problem + "\n")
     return 0
 
 
@@ -210,7 +222,8 @@ def main(argv: Sequence[str] | None = None, runner: Callable[[list[str]], Any] |
         return _status(args, suite, seeds, out)
     launcher = build_launcher(args, suite, runner)
     summary = run_suite(suite, only=args.only, output_root=args.output, launcher=launcher, seeds=seeds,
-                        retry_failed=args.retry_failed, stale_after=args.claim_timeout)
+                        retry_failed=args.retry_failed, stale_after=args.claim_timeout,
+                        check_data="quick" if args.check_data else None)
     out.write(summary.text() + "\n\n")
     if summary.submitted:
         out.write(f"follow the jobs with: python tools/benchmark.py --suite {args.suite} --status\n")
