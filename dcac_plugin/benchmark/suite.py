@@ -31,7 +31,8 @@ source -> target pair. Suite yaml::
           opts: [test.rerank, false]    # optional, any further key value pairs
       models:
         - name: dcac                    # required
-          config: configs/dcac_{protocol}.yaml   # required; relative to the working directory
+          config: configs/dcac_{protocol}.yaml   # required; a path, or a config name (dcac_{protocol});
+                                        # a missing configs/... path names the packaged config
           opts: [train.max_epoch, 2]    # optional
     runs:                               # optional explicit runs (alone or next to a matrix)
       - name: osnet_sanity              # required, unique within the suite
@@ -411,16 +412,19 @@ def parse_suite(data: Any, path: str | Path | None = None) -> Suite:
 
 
 def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite yaml.
+    """Read and validate a suite yaml: a file, or a suite name (``demo``: :mod:`dcac_plugin.configs`).
 
     Raises:
-        FileNotFoundError: the file does not exist.
+        FileNotFoundError: neither a file nor a suite name.
         SuiteError: the file is malformed.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"suite file not found: {path} "
-                                f"(e.g. configs/suites/paper_single_source.yaml)")
+    from dcac_plugin.config import ConfigError
+    from dcac_plugin.configs import resolve
+
+    try:
+        path = resolve(path, kind="suite")
+    except ConfigError as e:
+        raise FileNotFoundError(str(e)) from None
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -440,6 +444,17 @@ def entry_config(entry: RunEntry):
     from dcac_plugin.config import get_default_config, merge_config
 
     return merge_config(get_default_config(), entry.config_file, entry.argv()[2:])
+
+
+def _config_path(entry: RunEntry) -> Path | None:
+    """The file of a run's config (a path, or a config name), or ``None`` when there is none."""
+    from dcac_plugin.config import ConfigError
+    from dcac_plugin.configs import resolve
+
+    try:
+        return resolve(entry.config_file)
+    except ConfigError:
+        return None
 
 
 def _is_plugin_model(name: str) -> bool:
@@ -463,7 +478,7 @@ def check_random_init(entries: Sequence[RunEntry]) -> str | None:
 
     problems: dict[str, list[str]] = {}
     for e in entries:
-        if not Path(e.config_file).is_file():
+        if _config_path(e) is None:
             continue
         try:
             cfg = entry_config(e)
@@ -499,7 +514,7 @@ def plan_costs(entries: Sequence[RunEntry], gpus_per_run: int = 1,
     for e in entries:
         epochs = images = None
         targets = e.targets
-        if Path(e.config_file).is_file():
+        if _config_path(e) is not None:
             try:
                 cfg = entry_config(e)
             except ConfigError as exc:
