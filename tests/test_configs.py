@@ -4,13 +4,11 @@ that is not the repository."""
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
 import pytest
 
-import dcac_plugin
 from dcac_plugin import configs
 from dcac_plugin.benchmark.suite import load_suite
 from dcac_plugin.cli.benchmark import main as benchmark_main
@@ -33,10 +31,8 @@ def test_a_checkout_reads_the_top_level_configs_folder():
 @pytest.mark.parametrize("name, rel", [
     ("dcac_ma2ms", "dcac_ma2ms.yaml"),
     ("dcac_ma2ms.yaml", "dcac_ma2ms.yaml"),
-    ("configs/dcac_ma2ms.yaml", "dcac_ma2ms.yaml"),
-    ("./configs/dcac_ma2ms.yaml", "dcac_ma2ms.yaml"),
     ("demo/dcac_tiny", "demo/dcac_tiny.yaml"),
-    ("configs/demo/dcac_tiny.yaml", "demo/dcac_tiny.yaml"),
+    ("demo/dcac_tiny.yaml", "demo/dcac_tiny.yaml"),
     ("dcac_tiny", "demo/dcac_tiny.yaml"),  # a bare file name found in one folder only
     ("osnet_x1_0_softmax", "baselines/osnet_x1_0_softmax.yaml"),
     ("baselines/resnet50_triplet", "baselines/resnet50_triplet.yaml"),
@@ -51,7 +47,7 @@ def test_suite_names():
     assert configs.path("demo", kind="suite") == CONFIGS.resolve() / "suites/demo.yaml"
     suites = CONFIGS.resolve() / "suites"
     assert configs.path("paper_single_source.yaml", kind="suite") == suites / "paper_single_source.yaml"
-    assert configs.path("configs/suites/demo.yaml", kind="suite") == CONFIGS.resolve() / "suites/demo.yaml"
+    assert configs.path("suites/demo", kind="suite") == CONFIGS.resolve() / "suites/demo.yaml"
     with pytest.raises(ConfigError, match="no config named 'demo'"):  # a suite is not a training config
         configs.path("demo")
     with pytest.raises(ConfigError, match=r"no suite named 'dcac_tiny' \(suites by name: demo, "
@@ -61,14 +57,29 @@ def test_suite_names():
 
 def test_an_existing_path_wins_over_a_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "configs" / "demo").mkdir(parents=True)
-    own = tmp_path / "configs" / "demo" / "dcac_tiny.yaml"
-    own.write_text("model:\n  name: osnet_x0_25\n")
-    assert configs.resolve("configs/demo/dcac_tiny.yaml") == Path("configs/demo/dcac_tiny.yaml")
-    assert merge_config(get_default_config(), "configs/demo/dcac_tiny.yaml").model.name == "osnet_x0_25"
-    # the name (no file of that path here) is the project's config
+    (tmp_path / "demo").mkdir(parents=True)
+    (tmp_path / "demo" / "dcac_tiny.yaml").write_text("model:\n  name: osnet_x0_25\n")
+    assert configs.resolve("demo/dcac_tiny.yaml") == Path("demo/dcac_tiny.yaml")
+    assert merge_config(get_default_config(), "demo/dcac_tiny.yaml").model.name == "osnet_x0_25"
+    # no file of that path here: the name is the project's config
     assert configs.resolve("demo/dcac_tiny") == CONFIGS.resolve() / "demo/dcac_tiny.yaml"
     assert merge_config(get_default_config(), "demo/dcac_tiny").model.name == "dcac_tiny"
+
+
+def test_a_missing_configs_path_is_not_taken_for_a_name(tmp_path, monkeypatch):
+    """A folder with a configs/ of its own never silently gets the project's file of the same path:
+    the error names the project's config instead."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "mine.yaml").write_text("model:\n  name: osnet_x0_25\n")
+    assert merge_config(get_default_config(), "configs/mine.yaml").model.name == "osnet_x0_25"
+    with pytest.raises(ConfigError, match=r"^config file not found: configs/dcac_ma2ms.yaml, and 'configs/dcac_ma2ms"
+                                          r"\.yaml' is a path, not a config name; the project's config of that "
+                                          r"path is named 'dcac_ma2ms' \(--config-file dcac_ma2ms\)$"):
+        merge_config(get_default_config(), "configs/dcac_ma2ms.yaml")
+    with pytest.raises(FileNotFoundError, match=r"'configs/suites/demo.yaml' is a path, not a suite name; the "
+                                                r"project's suite of that path is named 'demo' \(--suite demo\)$"):
+        load_suite("configs/suites/demo.yaml")
 
 
 def test_a_name_merges_the_same_config_as_its_path():
@@ -81,7 +92,8 @@ def test_a_name_merges_the_same_config_as_its_path():
 @pytest.mark.parametrize("ref, message", [
     ("nope", r"config file not found: nope, and no config named 'nope' \(\d+ configs by name, e\.g\. dcac_ma2ms, "
              r"clip_baseline_ma2ms, baselines/osnet_x1_0_softmax, demo/dcac_tiny; dcac-train --list-configs"),
-    ("configs/nope.yaml", "config file not found: configs/nope.yaml, and no config named"),
+    ("configs/nope.yaml", "config file not found: configs/nope.yaml, and 'configs/nope.yaml' is a path, not a "
+                          "config name$"),
     ("/abs/nope.yaml", "'/abs/nope.yaml' is not a config name"),
     ("../setup.py", "'../setup.py' is not a config name"),  # names stay inside the configs folder
 ])
@@ -128,13 +140,13 @@ def test_list_configs_prints_every_training_config(capsys):
 
 
 def test_train_and_benchmark_by_name_from_another_folder(tmp_path, monkeypatch, capsys):
-    """In a folder without configs/ the suite's configs/... paths name the project's configs, so the
-    dry run estimates every run, and it prints the dcac-train command (no tools/train.py here)."""
+    """In a folder without configs/ the suite's config names are the project's configs, so the dry
+    run estimates every run, and it prints the dcac-train command (no tools/train.py here)."""
     monkeypatch.chdir(tmp_path)
     assert load_suite("demo").name == "demo"
     assert benchmark_main(["--suite", "demo", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "dcac-train --config-file configs/demo/dcac_tiny.yaml data.root data/synthetic-small" in out
+    assert "dcac-train --config-file demo/dcac_tiny data.root data/synthetic-small" in out
     assert "python tools/train.py" not in out
     # every run's config was read: epochs in the cost table, no '?'
     assert re.search(r"\| dcac_tiny_ma2ms \| msmt17, market1501 \| 12 \|", out), out
@@ -143,30 +155,3 @@ def test_train_and_benchmark_by_name_from_another_folder(tmp_path, monkeypatch, 
                                                 r"\(suites by name: demo, paper_multi_source"):
         load_suite("nope")
     assert not list(tmp_path.iterdir())  # a dry run writes nothing
-
-
-def test_every_cli_module_has_its_console_script():
-    """Each dcac_plugin/cli module with a cli() entry point is installed as dcac-<name>."""
-    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
-    scripts = None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "entry_points":
-            scripts = ast.literal_eval(node.value)["console_scripts"]
-    assert scripts is not None
-    declared = dict(s.replace(" ", "").split("=") for s in scripts)
-    modules = sorted(p.stem for p in (ROOT / "dcac_plugin" / "cli").glob("*.py")
-                     if "\ndef cli() -> None:" in p.read_text(encoding="utf-8"))
-    assert "make_synthetic" in modules and "train" in modules
-    assert declared == {f"dcac-{m.replace('_', '-')}": f"dcac_plugin.cli.{m}:cli" for m in modules}
-
-
-def test_version_has_one_source():
-    """setup.py reads __version__; the changelog's newest release and CITATION.cff name the same one."""
-    setup_text = (ROOT / "setup.py").read_text(encoding="utf-8")
-    assert "version=read_version()" in setup_text and not re.search(r"version=['\"]", setup_text)
-    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
-    releases = re.findall(r"^## \[(\d+\.\d+\.\d+[^\]]*)\] - (\d{4}-\d{2}-\d{2})$", changelog, flags=re.M)
-    assert releases and releases[0][0] == dcac_plugin.__version__
-    assert "## [Unreleased]" in changelog and "keepachangelog.com" in changelog
-    cff = (ROOT / "CITATION.cff").read_text(encoding="utf-8")
-    assert f"\nversion: {dcac_plugin.__version__}\n" in cff

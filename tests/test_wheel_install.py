@@ -182,8 +182,8 @@ def test_installed_console_scripts_run_the_demo_by_config_name(installed):
     """Every console script is installed and loads, dcac-train answers --help; then, by config name
     in an empty folder: generate the
     tiny benchmark, train one epoch, evaluate again on another target, extract features (by run
-    folder and by config name: the same numbers), the leaderboard with the published rows, and the
-    demo suite's dry run."""
+    folder and by config name: the same numbers), the leaderboard with the published rows, a
+    one-run suite naming a packaged config, and the demo suite's dry run."""
     env, work, bin_dir = installed["env"], installed["work"], installed["bin"]
 
     def run(*args: str) -> str:
@@ -234,7 +234,18 @@ def test_installed_console_scripts_run_the_demo_by_config_name(installed):
     run("dcac-leaderboard", "--results", "runs", "--format", "html", "--output", "board.html")
     assert "DCAC (tiny)" in (work / "board.html").read_text(encoding="utf-8")
 
+    # a suite naming a packaged config runs (inline launcher) and prints its leaderboard
+    (work / "tiny.yaml").write_text(
+        "name: tiny\noutput_root: runs/suite\n"
+        "common_opts: [data.root, data, train.max_epoch, 1, data.workers, 0, train.batch_size, 16]\n"
+        "matrix:\n  protocols: [{name: ma2ms, sources: [market1501], targets: [msmt17]}]\n"
+        "  models: [{name: osnet_x0_25, config: demo/osnet}]\n")
+    text = run("dcac-benchmark", "--suite", "tiny.yaml")
+    assert "1 planned, 1 ran, 0 skipped (results exist), 0 failed" in text and "| OSNet-x0.25 (ours)" in text
+    suite_rec = json.loads((work / "runs" / "suite" / "osnet_x0_25_ma2ms" / "results.json").read_text())
+    assert suite_rec["status"] == "ok" and suite_rec["config_file"] == "demo/osnet"
+
     plan = run("dcac-benchmark", "--suite", "demo", "--dry-run")
-    assert "dcac-train --config-file configs/demo/dcac_tiny.yaml data.root data/synthetic-small" in plan
+    assert "dcac-train --config-file demo/dcac_tiny data.root data/synthetic-small" in plan
     assert "| dcac_tiny_ma2ms | msmt17, market1501 | 12 |" in plan  # the packaged config was read
     assert not (work / "output").exists()

@@ -31,12 +31,11 @@ source -> target pair. Suite yaml::
           opts: [test.rerank, false]    # optional, any further key value pairs
       models:
         - name: dcac                    # required
-          config: configs/dcac_{protocol}.yaml   # required; a path, or a config name (dcac_{protocol});
-                                        # a missing configs/... path names the packaged config
+          config: dcac_{protocol}       # required; a config name (dcac_plugin.configs) or a yaml path
           opts: [train.max_epoch, 2]    # optional
     runs:                               # optional explicit runs (alone or next to a matrix)
       - name: osnet_sanity              # required, unique within the suite
-        config: configs/baselines/osnet_x1_0_softmax.yaml
+        config: baselines/osnet_x1_0_softmax
         protocol: ma                    # optional: a protocol name defined under matrix.protocols
         opts: [...]                     # optional
 
@@ -446,15 +445,16 @@ def entry_config(entry: RunEntry):
     return merge_config(get_default_config(), entry.config_file, entry.argv()[2:])
 
 
-def _config_path(entry: RunEntry) -> Path | None:
-    """The file of a run's config (a path, or a config name), or ``None`` when there is none."""
+def _config_error(entry: RunEntry) -> str | None:
+    """Why a run's config (a path, or a config name) cannot be read, or ``None`` when it can."""
     from dcac_plugin.config import ConfigError
     from dcac_plugin.configs import resolve
 
     try:
-        return resolve(entry.config_file)
-    except ConfigError:
-        return None
+        resolve(entry.config_file)
+    except ConfigError as e:
+        return str(e)
+    return None
 
 
 def _is_plugin_model(name: str) -> bool:
@@ -478,7 +478,7 @@ def check_random_init(entries: Sequence[RunEntry]) -> str | None:
 
     problems: dict[str, list[str]] = {}
     for e in entries:
-        if _config_path(e) is None:
+        if _config_error(e):
             continue
         try:
             cfg = entry_config(e)
@@ -514,7 +514,7 @@ def plan_costs(entries: Sequence[RunEntry], gpus_per_run: int = 1,
     for e in entries:
         epochs = images = None
         targets = e.targets
-        if _config_path(e) is not None:
+        if not _config_error(e):
             try:
                 cfg = entry_config(e)
             except ConfigError as exc:
@@ -733,11 +733,9 @@ def run_suite(
                 beat.add(claim)
                 logger.info("%s: running %s", tag, " ".join(entry.argv()))
                 start = time.perf_counter()
-                if not Path(entry.config_file).is_file():
-                    finish(entry, claim, Outcome(False, f"FileNotFoundError: config file not found: "
-                                                        f"{entry.config_file} (paths in a suite are relative to "
-                                                        f"the working directory; run from the repository root)"),
-                           start, tag)
+                missing = _config_error(entry)
+                if missing:
+                    finish(entry, claim, Outcome(False, f"FileNotFoundError: {missing}"), start, tag)
                     continue
                 try:
                     handle = launcher.start(entry, claim)

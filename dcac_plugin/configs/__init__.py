@@ -5,11 +5,12 @@ copy of it made at build time (``setup.py``'s ``build_py`` copies ``configs/`` i
 ``dcac_plugin/configs/``), so an installed package finds the same files here; a checkout (or an
 editable install) reads the top-level folder itself.
 
-A config *name* is the file's path below that folder, with or without its extension; a leading
-``configs/`` is accepted too, so the repository's documented paths work from any folder::
+A config *name* is the file's path below that folder, with or without its extension. A name is
+never a path: ``configs/dcac_ma2ms.yaml`` is a path (it wins when it exists; when it does not, the
+error names the config ``dcac_ma2ms``), so a folder of one's own never silently gets the project's::
 
     dcac_ma2ms              -> configs/dcac_ma2ms.yaml
-    baselines/resnet50_softmax, demo/dcac_tiny, configs/demo/dcac_tiny.yaml
+    baselines/resnet50_softmax, demo/dcac_tiny, demo/dcac_tiny.yaml
     dcac_tiny               -> configs/demo/dcac_tiny.yaml (a bare file name, when only one file has it)
     suites/demo             -> configs/suites/demo.yaml (``dcac-benchmark --suite demo``)
 
@@ -81,7 +82,7 @@ def path(name: str | os.PathLike, kind: str = "config") -> Path:
     """The file a config name stands for (see the module docstring for the forms a name takes).
 
     Args:
-        name: ``dcac_ma2ms``, ``demo/dcac_tiny``, ``configs/demo/dcac_tiny.yaml``, ``suites/demo``, ...
+        name: ``dcac_ma2ms``, ``demo/dcac_tiny``, ``demo/dcac_tiny.yaml``, ``suites/demo``, ...
         kind: ``config`` (training configs: a bare file name is looked up outside ``suites/``) or
             ``suite`` (``demo`` means ``suites/demo``).
 
@@ -95,10 +96,8 @@ def path(name: str | os.PathLike, kind: str = "config") -> Path:
     if Path(text).is_absolute() or ".." in Path(text).parts:
         raise ConfigError(f"'{name}' is not a config name (names are paths below configs/, e.g. "
                           f"demo/dcac_tiny)")
-    while text.startswith("./"):
-        text = text[2:]
-    if text.startswith("configs/"):
-        text = text[len("configs/"):]
+    if text.startswith(("./", "configs/")):
+        raise ConfigError(f"'{name}' is a path, not a {kind} name{_hint(text, kind)}")
     stems = [text] if Path(text).suffix in CONFIG_SUFFIXES else [text + s for s in _NAMED_SUFFIXES]
     prefixes = ["suites/", ""] if kind == "suite" else [""]
     for prefix in prefixes:
@@ -115,6 +114,25 @@ def path(name: str | os.PathLike, kind: str = "config") -> Path:
             names = ", ".join(f.relative_to(base).as_posix() for f in found)
             raise ConfigError(f"config name '{name}' matches several configs ({names}); give the folder too")
     raise ConfigError(f"no {kind} named '{name}' ({_listing(kind)})")
+
+
+def _hint(text: str, kind: str) -> str:
+    """For a missing ``configs/...`` path: the name of the project's config of that path, if any."""
+    rel = text
+    while rel.startswith("./"):
+        rel = rel[2:]
+    if not rel.startswith("configs/"):
+        return ""
+    rel = rel[len("configs/"):]
+    try:
+        found = path(rel, kind)
+    except ConfigError:
+        return ""
+    name = found.relative_to(root()).with_suffix("").as_posix()
+    if kind == "suite":
+        name = name.removeprefix("suites/")
+        return f"; the project's suite of that path is named '{name}' (--suite {name})"
+    return f"; the project's config of that path is named '{name}' (--config-file {name})"
 
 
 _EXAMPLES = ("dcac_ma2ms", "clip_baseline_ma2ms", "baselines/osnet_x1_0_softmax", "demo/dcac_tiny")
