@@ -15,7 +15,6 @@ logger = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options."""
     p = argparse.ArgumentParser(
-        prog="dcac-make-synthetic",
         description="Write the synthetic 4-domain re-ID benchmark in the real datasets' layouts "
         "(Market-1501, DukeMTMC-reID, MSMT17, CUHK03-NP). Cached: an existing root with the same "
         "scale and seed is left as it is.",
