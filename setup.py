@@ -34,6 +34,8 @@ class BuildPyWithConfigs(build_py):
             self.copy_file(str(src), str(dst), preserve_mode=False)
 
     def get_outputs(self, include_bytecode: bool = True) -> list[str]:
+        if getattr(self, "editable_mode", False):
+            return super().get_outputs(include_bytecode)
         built = [str(Path(self.build_lib) / "dcac_plugin" / f.relative_to(HERE)) for f in self._config_files()]
         return super().get_outputs(include_bytecode) + built
 
