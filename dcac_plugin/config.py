@@ -203,6 +203,7 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
             message names the key and the file or override it came from.
     """
     if config_file:
+        config_file = _resolve_config_file(config_file)
         try:
             cfg.merge_from_file(config_file)
         except KeyError as e:
@@ -230,6 +231,14 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
     parse_custom_datasets(cfg.data.custom)
     check_choices(cfg, "the overrides" if opts else "the defaults")
     return cfg
+
+
+def _resolve_config_file(config_file: str) -> str:
+    """An existing file as it is, else the config of that name (``dcac_ma2ms``, ``demo/dcac_tiny``;
+    :mod:`dcac_plugin.configs`). Raises :class:`ConfigError` when it is neither."""
+    from dcac_plugin.configs import resolve
+
+    return str(resolve(config_file))
 
 
 CUSTOM_DATASET_FORMATS = ("folder", "list")

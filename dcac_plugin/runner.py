@@ -377,6 +377,9 @@ def _merge_evaluation(previous: dict[str, Any], new: dict[str, Any]) -> dict[str
 
 
 def command_line() -> list[str]:
-    """This process's command line as a user would type it (``python tools/train.py ...``)."""
+    """This process's command line as a user would type it (``python tools/train.py ...``, or
+    ``dcac-train ...`` under the installed console script)."""
     prog = sys.argv[0] if sys.argv else "tools/train.py"
+    if Path(prog).name.startswith("dcac-"):
+        return [Path(prog).name, *sys.argv[1:]]
     return ["python", prog, *sys.argv[1:]]

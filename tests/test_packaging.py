@@ -37,7 +37,7 @@ def test_license_file_is_mit():
 
 def test_setup_licence_agrees_with_license_file():
     kw = _setup_keywords()
-    assert kw["license"] == "MIT"
+    assert kw["license_expression"] == "MIT"
     assert kw["license_files"] == ["LICENSE"]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dcac_plugin import configs
 from dcac_plugin.benchmark.records import load_records
 from dcac_plugin.benchmark.suite import (
     FAILED_FILE,
@@ -157,8 +158,9 @@ def test_runner_without_results_and_missing_config_fail_clearly(suite_file):
     assert summary.failed == {
         "osnet_ma2ms": f"the runner returned but wrote no results.json in "
                        f"{Path('out/demo/osnet_ma2ms')}",
-        "dcac_d2ms": "FileNotFoundError: config file not found: configs/dcac_d2ms.yaml (paths in a suite are "
-                     "relative to the working directory; run from the repository root)",
+        "dcac_d2ms": "FileNotFoundError: config file not found: configs/dcac_d2ms.yaml, and 'configs/dcac_d2ms.yaml' "
+                     "is a path, not a config name; the project's config of that path is named 'dcac_d2ms' "
+                     "(--config-file dcac_d2ms)",
     }
     assert [c[1] for c in runner.calls] == ["configs/osnet.yaml"]  # missing config: runner not called
 
@@ -204,7 +206,8 @@ def test_cli_dry_run_prints_plan(suite_file, capsys):
         f"# suite 'demo': 1 training(s) -> 1 evaluation(s), output root {Path('out/demo')}, launcher inline, "
         f"1 GPU(s) per run",
         "# osnet_d2ms: run | targets msmt17",
-        "python tools/train.py --config-file configs/osnet.yaml data.root data/synthetic train.max_epoch 1 "
+        # no tools/train.py in this folder: the console script is the command that works here
+        "dcac-train --config-file configs/osnet.yaml data.root data/synthetic train.max_epoch 1 "
         "train.seed 2 data.sources \"['dukemtmcreid']\" data.targets \"['msmt17']\" data.save_dir "
         + str(Path("out/demo/osnet_d2ms")),
     ]
@@ -261,11 +264,12 @@ def test_paper_suites(name):
         assert model == e.model
         if model in ("dcac", "clip_baseline"):
             cfg_proto = suite.protocols[proto].config_key
-            assert e.config_file == f"configs/{model}_{cfg_proto}.yaml"
-            assert Path(REPO / e.config_file).is_file()
+            assert e.config_file == f"{model}_{cfg_proto}"  # a config name (dcac_plugin.configs)
+            assert configs.path(e.config_file) == REPO / "configs" / f"{model}_{cfg_proto}.yaml"
             assert cfg_proto == proto if name == "paper_multi_source" else cfg_proto.startswith(proto + "2")
         else:
-            assert e.config_file == f"configs/baselines/{model}.yaml"
+            assert e.config_file == f"baselines/{model}"
+            assert configs.path(e.config_file) == REPO / "configs" / "baselines" / f"{model}.yaml"
     if name == "paper_single_source":
         assert len(pairs) == 12  # the paper's 12 source -> target cells
     dcac = [e.run_name for e in entries if e.run_name.startswith("dcac_")]

@@ -158,3 +158,17 @@ def test_cli_main(tmp_path, caplog):
     assert json.loads((tmp_path / MARKER).read_text())["domains"] == ["cuhk03_np"]
     with pytest.raises(SystemExit):
         make_synthetic_main(["--root", str(tmp_path), "--scale", "huge"])
+
+
+def test_console_entry_refuses_a_foreign_folder_in_one_line(tmp_path, monkeypatch, capsys):
+    """dcac-make-synthetic: exit 2 with one 'error:' line naming the folder and the fix, no traceback."""
+    from dcac_plugin.cli.make_synthetic import cli
+
+    (tmp_path / "market1501" / "bounding_box_train").mkdir(parents=True)
+    monkeypatch.setattr("sys.argv", ["dcac-make-synthetic", "--root", str(tmp_path), "--scale", "tiny",
+                                     "--domains", "market1501"])
+    with pytest.raises(SystemExit) as ei:
+        cli()
+    err = capsys.readouterr().err
+    assert ei.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: {tmp_path / 'market1501'} exists and was not written") and "--root" in err

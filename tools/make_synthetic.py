@@ -1,3 +1,3 @@
-from dcac_plugin.cli.make_synthetic import main
+from dcac_plugin.cli.make_synthetic import cli
 
-raise SystemExit(main())
+cli()

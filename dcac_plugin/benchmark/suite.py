@@ -31,11 +31,11 @@ source -> target pair. Suite yaml::
           opts: [test.rerank, false]    # optional, any further key value pairs
       models:
         - name: dcac                    # required
-          config: configs/dcac_{protocol}.yaml   # required; relative to the working directory
+          config: dcac_{protocol}       # required; a config name (dcac_plugin.configs) or a yaml path
           opts: [train.max_epoch, 2]    # optional
     runs:                               # optional explicit runs (alone or next to a matrix)
       - name: osnet_sanity              # required, unique within the suite
-        config: configs/baselines/osnet_x1_0_softmax.yaml
+        config: baselines/osnet_x1_0_softmax
         protocol: ma                    # optional: a protocol name defined under matrix.protocols
         opts: [...]                     # optional
 
@@ -411,16 +411,19 @@ def parse_suite(data: Any, path: str | Path | None = None) -> Suite:
 
 
 def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite yaml.
+    """Read and validate a suite yaml: a file, or a suite name (``demo``: :mod:`dcac_plugin.configs`).
 
     Raises:
-        FileNotFoundError: the file does not exist.
+        FileNotFoundError: neither a file nor a suite name.
         SuiteError: the file is malformed.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"suite file not found: {path} "
-                                f"(e.g. configs/suites/paper_single_source.yaml)")
+    from dcac_plugin.config import ConfigError
+    from dcac_plugin.configs import resolve
+
+    try:
+        path = resolve(path, kind="suite")
+    except ConfigError as e:
+        raise FileNotFoundError(str(e)) from None
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -440,6 +443,18 @@ def entry_config(entry: RunEntry):
     from dcac_plugin.config import get_default_config, merge_config
 
     return merge_config(get_default_config(), entry.config_file, entry.argv()[2:])
+
+
+def _config_error(entry: RunEntry) -> str | None:
+    """Why a run's config (a path, or a config name) cannot be read, or ``None`` when it can."""
+    from dcac_plugin.config import ConfigError
+    from dcac_plugin.configs import resolve
+
+    try:
+        resolve(entry.config_file)
+    except ConfigError as e:
+        return str(e)
+    return None
 
 
 def _is_plugin_model(name: str) -> bool:
@@ -463,7 +478,7 @@ def check_random_init(entries: Sequence[RunEntry]) -> str | None:
 
     problems: dict[str, list[str]] = {}
     for e in entries:
-        if not Path(e.config_file).is_file():
+        if _config_error(e):
             continue
         try:
             cfg = entry_config(e)
@@ -499,7 +514,7 @@ def plan_costs(entries: Sequence[RunEntry], gpus_per_run: int = 1,
     for e in entries:
         epochs = images = None
         targets = e.targets
-        if Path(e.config_file).is_file():
+        if not _config_error(e):
             try:
                 cfg = entry_config(e)
             except ConfigError as exc:
@@ -730,11 +745,9 @@ def run_suite(
                 beat.add(claim)
                 logger.info("%s: running %s", tag, " ".join(entry.argv()))
                 start = time.perf_counter()
-                if not Path(entry.config_file).is_file():
-                    finish(entry, claim, Outcome(False, f"FileNotFoundError: config file not found: "
-                                                        f"{entry.config_file} (paths in a suite are relative to "
-                                                        f"the working directory; run from the repository root)"),
-                           start, tag)
+                missing = _config_error(entry)
+                if missing:
+                    finish(entry, claim, Outcome(False, f"FileNotFoundError: {missing}"), start, tag)
                     continue
                 try:
                     handle = launcher.start(entry, claim)

@@ -22,6 +22,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from dcac_plugin.benchmark import claims
@@ -56,7 +57,8 @@ logger = logging.getLogger(__name__)
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Run a benchmark suite (protocols x models x seeds) and print its leaderboard.")
-    p.add_argument("--suite", required=True, help="suite yaml, e.g. configs/suites/paper_single_source.yaml")
+    p.add_argument("--suite", required=True,
+                   help="suite name (demo, paper_single_source, paper_multi_source) or a suite yaml file")
     p.add_argument("--only", action="append", default=None, metavar="PATTERN",
                    help="run only names matching this fnmatch pattern (repeatable), e.g. 'dcac_*'")
     p.add_argument("--output", default=None, help="output root (overrides the suite's output_root)")
@@ -149,6 +151,12 @@ def build_launcher(args: argparse.Namespace, suite: Suite,
     return SlurmLauncher(settings, gpus_per_run, wait=not args.no_wait, max_parallel=max_parallel)
 
 
+def _train_prog() -> str:
+    """How to start one training from here: ``python tools/train.py`` in a checkout, else ``dcac-train``
+    (the launchers make the same choice)."""
+    return "python tools/train.py" if Path("tools/train.py").is_file() else "dcac-train"
+
+
 def _dry_run(args: argparse.Namespace, suite: Suite, seeds, out) -> int:
     from dcac_plugin.benchmark.cost import cost_table, parse_throughput
 
@@ -169,7 +177,7 @@ def _dry_run(args: argparse.Namespace, suite: Suite, seeds, out) -> int:
         seed = f" | seed {e.seed}" if e.seed is not None else ""
         targets = f" | targets {', '.join(e.targets)}" if e.targets else ""
         out.write(f"# {e.run_name}: {state}{targets}{seed}\n")
-        out.write("python tools/train.py " + " ".join(_quote(a) for a in e.argv()) + "\n")
+        out.write(f"{_train_prog()} " + " ".join(_quote(a) for a in e.argv()) + "\n")
     if summary.planned:
         out.write("\n" + cost_table(plan_costs(summary.planned, gpus_per_run, parse_throughput(args.imgs_per_sec)),
                                     gpus_per_run) + "\n")

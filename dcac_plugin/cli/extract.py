@@ -23,7 +23,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model options every inference CLI shares (run folder or config + weights, device...)."""
     src = p.add_argument_group("model (a run folder, or a config file and a weight file)")
     src.add_argument("--run-dir", default="", help="run folder written by tools/train.py (config.yaml + checkpoint)")
-    src.add_argument("--config-file", default="", help="config yaml (with --weights, instead of --run-dir)")
+    src.add_argument("--config-file", default="",
+                     help="config yaml or config name (with --weights, instead of --run-dir)")
     src.add_argument("--weights", default="",
                      help="weight file: our checkpoint_epN.pth, an official DCAC source_*.pth or a torchreid "
                           "checkpoint; with --run-dir it replaces the run's own checkpoint")

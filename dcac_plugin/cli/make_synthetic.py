@@ -1,9 +1,11 @@
-"""``python tools/make_synthetic.py --root DIR --scale tiny|small --seed N``: write the benchmark."""
+"""``dcac-make-synthetic --root DIR --scale tiny|small --seed N`` (``python tools/make_synthetic.py``):
+write the benchmark."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from dcac_plugin.data.synthetic import DEFAULT_DOMAINS, SCALES, make_synthetic
 
@@ -13,7 +15,6 @@ logger = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options."""
     p = argparse.ArgumentParser(
-        prog="make_synthetic",
         description="Write the synthetic 4-domain re-ID benchmark in the real datasets' layouts "
         "(Market-1501, DukeMTMC-reID, MSMT17, CUHK03-NP). Cached: an existing root with the same "
         "scale and seed is left as it is.",
@@ -39,3 +40,17 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%-14s %5d %9d %9d %9d %9d %9d %9d", name, c["cams"], c["train_ids"], c["train_images"],
                     c["query_ids"], c["query_images"], c["gallery_ids"], c["gallery_images"])
     return 0
+
+
+def cli() -> None:
+    """Console entry point (``dcac-make-synthetic``): bad input exits 2 with one ``error:`` line."""
+    try:
+        code = main(sys.argv[1:])
+    except (OSError, ValueError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        raise SystemExit(2) from None
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    cli()

@@ -19,9 +19,29 @@ from dcac_plugin.runner import default_command, load_config, run
 logger = logging.getLogger("dcac_plugin")
 
 
+class _ListConfigs(argparse.Action):
+    """``--list-configs``: one config name per line (:func:`dcac_plugin.configs.list`), then exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from dcac_plugin import configs
+
+        names = [n for n in configs.list() if not n.startswith("suites/")]
+        sys.stdout.write(f"# configs in {configs.root()} (suites: dcac-benchmark --suite NAME, "
+                         f"{', '.join(n[len('suites/'):] for n in configs.list('suites/*'))})\n")
+        sys.stdout.write("\n".join(names) + "\n")
+        parser.exit(0)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train / evaluate DCAC or a torchreid baseline (torchreid plugin).")
-    p.add_argument("--config-file", default="", help="yaml file overriding the defaults")
+    p.add_argument("--config-file", default="",
+                   help="yaml file overriding the defaults, or a config name: dcac_ma2ms, demo/dcac_tiny, "
+                        "baselines/osnet_x1_0_softmax (a file that exists wins; --list-configs)")
+    p.add_argument("--list-configs", action=_ListConfigs, help="print the config names and exit")
     p.add_argument("--eval-only", action="store_true",
                    help="evaluate model.load_weights (or the run folder's latest checkpoint); new "
                         "data.targets merge into an existing results.json")
