@@ -87,13 +87,14 @@ def run_weights(run_dir: str | os.PathLike, cfg: CfgNode | None = None) -> Path:
     """The weight file a run folder's results come from.
 
     Order: the checkpoint recorded in ``results.json`` (``checkpoint.file``, relative to the run
-    folder when not absolute) when it still exists; else the latest ``checkpoint_epN.pth``; else the
+    folder when not absolute) when it still exists; else the newest ``checkpoint_epN.pth`` that can be
+    read (see :func:`dcac_plugin.utils.files.latest_loadable_checkpoint`); else the
     config's ``model.load_weights`` (an evaluation-only run of an external file).
 
     Raises:
         FileNotFoundError: none of them exists.
     """
-    from dcac_plugin.engine.base import latest_checkpoint
+    from dcac_plugin.utils.files import latest_loadable_checkpoint
 
     run = Path(run_dir)
     rec = read_results(run) or {}
@@ -104,7 +105,7 @@ def run_weights(run_dir: str | os.PathLike, cfg: CfgNode | None = None) -> Path:
         if p.is_file():
             return p
         logger.info("results.json names %s, which is gone; using the latest checkpoint", p)
-    latest = latest_checkpoint(run)
+    latest = latest_loadable_checkpoint(run)  # an unreadable newest one is moved aside, with a warning
     if latest is not None:
         return latest
     if cfg is not None and cfg.model.load_weights and Path(cfg.model.load_weights).is_file():
@@ -231,12 +232,12 @@ def list_images(source: str | os.PathLike) -> list[str]:
 
 def _to_pil(item: Any, index: int) -> Image.Image:
     """One input image as an RGB PIL image (see :class:`FeatureExtractor` for the accepted forms)."""
-    from dcac_plugin.data.reader import read_image
+    from dcac_plugin.data.reader import read_image, to_rgb
 
     if isinstance(item, (str, os.PathLike)):
         return read_image(item)
     if isinstance(item, Image.Image):
-        return item.convert("RGB")
+        return to_rgb(item)
     if isinstance(item, np.ndarray):
         if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
             raise ValueError(f"image {index}: a numpy image must be HxWx3 uint8 RGB, got shape {item.shape} "
