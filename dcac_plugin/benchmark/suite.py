@@ -66,8 +66,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dcac_plugin.benchmark import claims
 from dcac_plugin.benchmark.launchers import (
     LAUNCHERS,
@@ -421,11 +419,9 @@ def load_suite(path: str | Path) -> Suite:
     if not path.is_file():
         raise FileNotFoundError(f"suite file not found: {path} "
                                 f"(e.g. configs/suites/paper_single_source.yaml)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SuiteError(f"{path}: not valid yaml ({exc})") from exc
-    return parse_suite(data, path)
+    from dcac_plugin.config import read_yaml
+
+    return parse_suite(read_yaml(path, SuiteError, "suite file"), path)
 
 
 # ------------------------------------------------------------------------------- checks and costs
