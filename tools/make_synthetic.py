@@ -1,3 +1,4 @@
-from dcac_plugin.cli.make_synthetic import main
+"""Write the synthetic benchmark: ``python tools/make_synthetic.py --root DIR --scale tiny|small --seed N``."""
+from dcac_plugin.cli.make_synthetic import cli
 
-raise SystemExit(main())
+cli()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from dcac_plugin.data.synthetic import DEFAULT_DOMAINS, SCALES, make_synthetic
 
@@ -39,3 +40,28 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%-14s %5d %9d %9d %9d %9d %9d %9d", name, c["cams"], c["train_ids"], c["train_images"],
                     c["query_ids"], c["query_images"], c["gallery_ids"], c["gallery_images"])
     return 0
+
+
+def cli() -> None:
+    """Console entry point: bad input or a failed write exits 2 with one ``error:`` line (no traceback).
+
+    A run stopped half-way (full disk) leaves the root marked unfinished; the next run rewrites it.
+    """
+    from dcac_plugin.utils.files import write_error
+
+    try:
+        code = main(sys.argv[1:])
+    except (ValueError, FileExistsError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        raise SystemExit(2) from None
+    except OSError as e:
+        err = write_error(e.filename or "the synthetic benchmark", e)
+        if err is None:
+            raise
+        sys.stderr.write(f"error: {err}; the root is marked unfinished and the next run rewrites it\n")
+        raise SystemExit(2) from None
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    cli()
