@@ -519,8 +519,33 @@ def save_features(path: str | os.PathLike, features: torch.Tensor | np.ndarray, 
 
 
 def load_features(path: str | os.PathLike) -> tuple[np.ndarray, list[str], dict[str, Any], list[str]]:
-    """Read a :func:`save_features` file: ``(features [N, D], paths, metadata, skipped)``."""
+    """Read a :func:`save_features` file: ``(features [N, D], paths, metadata, skipped)``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is empty, truncated, damaged or not written by :func:`save_features`
+            (one line naming it, the reason and the fix).
+    """
     p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"feature file not found: {p}")
+    if p.suffix not in (".npz", ".safetensors"):
+        raise ValueError(f"{p} must end in .npz or .safetensors")
+    try:
+        feats, paths, meta, skipped = _read_features(p)
+    except Exception as exc:  # noqa: BLE001 - any failure: one line with the reason
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
+        size = p.stat().st_size
+        raise ValueError(f"cannot read feature file {p} ({size} bytes; {type(exc).__name__}: {first}): it is "
+                         f"{'empty' if size == 0 else 'truncated, damaged or not written by tools/extract.py'}; "
+                         f"write it again with tools/extract.py") from None
+    if feats.ndim != 2 or len(paths) != feats.shape[0]:
+        raise ValueError(f"{p}: features {tuple(feats.shape)} do not match its {len(paths)} image paths; write it "
+                         f"again with tools/extract.py")
+    return feats, paths, meta, skipped
+
+
+def _read_features(p: Path) -> tuple[np.ndarray, list[str], dict[str, Any], list[str]]:
     if p.suffix == ".npz":
         with np.load(p, allow_pickle=False) as z:
             return (z["features"], [str(x) for x in z["paths"]], json.loads(str(z["metadata"])),
@@ -533,4 +558,4 @@ def load_features(path: str | os.PathLike) -> tuple[np.ndarray, list[str], dict[
             feats = f.get_tensor("features")
         return feats, json.loads(meta.get("paths", "[]")), json.loads(meta.get("metadata", "{}")), \
             json.loads(meta.get("skipped", "[]"))
-    raise ValueError(f"{p} must end in .npz or .safetensors")
+    raise ValueError(f"{p} must end in .npz or .safetensors")  # checked by load_features
