@@ -76,11 +76,23 @@ class _LogFile(logging.FileHandler):
 
     _reported = False
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+    def handleError(self, record: logging.LogRecord | None) -> None:  # noqa: N802 - logging's name
         if not self._reported:
             self._reported = True
             sys.stderr.write(f"warning: cannot write to {self.baseFilename} ({sys.exc_info()[1]}); the log "
                              "continues on the console only\n")
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError:
+            self.handleError(None)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:
+            self.handleError(None)
 
 
 class _NotFileOnly(logging.Filter):

@@ -17,6 +17,7 @@ offline; the newer dynamo exporter also needs ``onnxscript``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -144,7 +145,8 @@ def export_onnx(fx: Any, output: str | os.PathLike, opset: int = DEFAULT_OPSET, 
                               dynamic_axes=axes,
                               do_constant_folding=True, external_data=False)
     except Exception as exc:  # noqa: BLE001 - re-raised with advice
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (on a read-only disk even a missing file cannot be unlinked)
+            tmp.unlink(missing_ok=True)
         err = write_error(out, exc)
         if err is not None:  # full disk, no permission...: not the exporter's fault
             raise err from None

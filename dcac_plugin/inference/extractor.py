@@ -201,13 +201,15 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def list_images(source: str | os.PathLike) -> list[str]:
-    """Image paths from a folder (recursive, sorted, endings :data:`IMAGE_EXTS`) or a list file.
+    """Image paths from a folder (recursive, sorted, endings :data:`IMAGE_EXTS`), a list file, or one image.
 
     A list file holds one image path per line (blank lines and ``#`` comments skipped); relative
-    paths are relative to the list file's folder. Listed files are not opened here.
+    paths are relative to the list file's folder. A file ending in one of :data:`IMAGE_EXTS` is
+    that one image. Listed files are not opened here.
 
     Raises:
         FileNotFoundError: ``source`` does not exist, or a folder holds no image.
+        ValueError: a list file that is not UTF-8 text.
     """
     src = Path(source)
     if src.is_dir():
@@ -216,9 +218,16 @@ def list_images(source: str | os.PathLike) -> list[str]:
         if not paths:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) under {src}")
         return paths
+    if src.is_file() and src.suffix.lower() in IMAGE_EXTS:
+        return [str(src)]
     if src.is_file():
         out = []
-        for line in src.read_text(encoding="utf-8").splitlines():
+        try:
+            text = src.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{src} is not a list file (not UTF-8 text): pass an image folder, a list file with "
+                             f"one image path per line, or one image ({', '.join(IMAGE_EXTS)})") from None
+        for line in text.splitlines():
             line = line.strip()
             if not line or line.startswith("#"):
                 continue

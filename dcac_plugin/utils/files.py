@@ -46,15 +46,11 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def _probe_checkpoint(path: Path) -> None:
-    """Raise when ``path`` cannot be read as a ``torch.save`` file (memory-mapped: tensors are not copied)."""
-    import zipfile
+    """Raise when ``path`` cannot be read as a weight file: its diagnosis (empty, truncated...) or the
+    loader's error. Memory-mapped: the tensors are not copied."""
+    from dcac_plugin.models.weights import read_state_dict
 
-    import torch
-
-    from dcac_plugin._torchreid import torchreid_checkpoint_globals
-
-    with torchreid_checkpoint_globals():
-        torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    read_state_dict(path, "checkpoint", mmap=True)
 
 
 def _move_aside(path: Path) -> Path | None:
@@ -98,10 +94,10 @@ def latest_loadable_checkpoint(run_dir: str | Path, probe: Callable[[Path], Any]
         try:
             probe(path)
         except Exception as exc:  # noqa: BLE001 - any failure to read means: not usable
-            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
+            why = text if type(exc).__name__ == "WeightLoadError" else f"{type(exc).__name__}: {text}"
             moved = _move_aside(path) if move_aside else None
-            logger.warning("checkpoint %s cannot be read (%s, %d bytes)%s; trying the previous one", path, why,
-                           path.stat().st_size if path.exists() else (moved.stat().st_size if moved else 0),
+            logger.warning("checkpoint %s cannot be read: %s%s; trying the previous one", path, why,
                            f"; moved aside to {moved.name}" if moved else "")
             bad.append(f"{path.name} ({why})")
             continue

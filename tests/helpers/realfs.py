@@ -1,6 +1,6 @@
 """Real failing file systems for tests: a small tmpfs (ENOSPC), a read-only mount (EROFS), a file-size
-limit in a child process (EFBIG), a folder the child may not write to (EACCES, run as another user
-when the tests run as root, since chmod does not stop root).
+limit in a child process (EFBIG), a folder the child may not write to (EACCES: chmod, and when the
+tests run as root -- whom chmod does not stop -- a child without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH).
 
 Nothing here patches Python: the kernel refuses the writes. Mounting needs root (or CAP_SYS_ADMIN);
 where it cannot be done, :func:`unavailable` skips the test, and fails it under ``CI=true``.
@@ -22,7 +22,6 @@ import dcac_plugin
 
 #: the checkout whose ``dcac_plugin`` the tests import (children import the same code)
 CODE_ROOT = Path(dcac_plugin.__file__).resolve().parents[1]
-NOBODY = 65534
 
 
 def unavailable(reason: str) -> None:
@@ -51,9 +50,20 @@ def file_size_limit(nbytes: int):
     return limit
 
 
-#: sets RLIMIT_FSIZE (sys.argv[1]) then becomes the command that follows (no preexec_fn, thread-safe)
-_LIMITED = ("import os, resource, sys; n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); "
-            "os.execv(sys.argv[2], sys.argv[2:])")
+#: the child wrapper: ulimit -f (argv[1] bytes, -1: none), drop root's permission override (argv[2] == '1':
+#: CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH leave the bounding set, so the exec'd program obeys file
+#: modes like any user), then exec the command (no preexec_fn: safe with threads)
+_WRAPPER = """import ctypes, os, resource, sys
+n, drop = int(sys.argv[1]), sys.argv[2] == "1"
+if n >= 0:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
+if drop:
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            sys.exit(f"realfs: cannot drop capability {cap} (errno {ctypes.get_errno()})")
+os.execv(sys.argv[3], sys.argv[3:])
+"""
 
 
 def _mount(*args: str) -> str | None:
@@ -103,24 +113,32 @@ def read_only_folder(path: Path) -> Iterator[Path]:
 
 
 def no_write_permission(path: Path) -> dict:
-    """``subprocess`` keyword arguments under which the child may not write into ``path`` (EACCES).
+    """``run_cli`` keyword arguments under which the child may not write into ``path`` (EACCES).
 
-    ``path`` becomes mode 0555. Root ignores that, so a child of a root test runs as ``nobody``.
+    ``path`` becomes mode 0555; a child of a root test runs without root's permission override.
     """
     path.chmod(0o555)
-    if os.geteuid() != 0:
-        return {}
-    return {"user": NOBODY, "group": NOBODY, "extra_groups": []}
+    return {"drop_dac": os.geteuid() == 0}
+
+
+def no_read_permission(path: Path) -> dict:
+    """``run_cli`` keyword arguments under which the child may not read ``path`` (mode 0000)."""
+    path.chmod(0o000)
+    return {"drop_dac": os.geteuid() == 0}
 
 
 def run_cli(tool: str, *args: str, cwd: Path | None = None, timeout: float = 300, fsize: int | None = None,
-            **kw) -> subprocess.CompletedProcess:
-    """``python tools/<tool>.py args`` as a child process (text output captured); ``fsize``: ``ulimit -f``
-    in bytes for the child."""
+            drop_dac: bool = False, **kw) -> subprocess.CompletedProcess:
+    """``python tools/<tool>.py args`` as a child process (text output captured).
+
+    Args:
+        fsize: ``ulimit -f`` of the child, in bytes.
+        drop_dac: the child (of a root test) obeys file modes (see :func:`no_write_permission`).
+    """
     env = kw.pop("env", None) or child_env()
     cmd = [sys.executable, str(CODE_ROOT / "tools" / f"{tool}.py"), *map(str, args)]
-    if fsize is not None:
-        cmd = [sys.executable, "-c", _LIMITED, str(fsize), *cmd]
+    if fsize is not None or drop_dac:
+        cmd = [sys.executable, "-c", _WRAPPER, str(-1 if fsize is None else fsize), "1" if drop_dac else "0", *cmd]
     return subprocess.run(cmd, cwd=cwd or CODE_ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kw)
 
 
