@@ -357,7 +357,7 @@ ROWS: list[Row] = [
         lambda c: ["--root", c.read_only(c.work / "ro") / "data", "--scale", "tiny"], "(EROFS)"),
     Row("make_synthetic", "--root", "no permission (EACCES)",
         lambda c: ["--root", c.no_permission(c.work / "locked") / "data", "--scale", "tiny"], "(EACCES)"),
-    Row("make_synthetic", "--root (an image)", "file-size limit (EFBIG)",
+    Row("make_synthetic", "--root (its files)", "file-size limit (EFBIG)",
         lambda c: (c.size_limit(2048), ["--root", c.work / "data", "--scale", "tiny"])[1], "(EFBIG)"),
     Row("make_synthetic", "--root", "disk full (ENOSPC)",
         lambda c: ["--root", c.full_disk(c.work / "disk") / "data", "--scale", "tiny"], "(ENOSPC)"),
