@@ -443,7 +443,7 @@ def sweep_run(synthetic_tiny_root, tmp_path_factory) -> tuple[Path, Path]:
 @pytest.mark.timeout(1800)  # ~65 children of 2-15 s each, two at a time
 def test_every_cli_file_and_case_ends_in_one_clear_line(sweep_run):
     data, run = sweep_run
-    with small_tmpfs(Path(tempfile.mkdtemp(prefix="sweep-probe-")), "64k"):
+    with tempfile.TemporaryDirectory(prefix="sweep-probe-") as probe, small_tmpfs(Path(probe) / "m", "64k"):
         pass  # mounting works here (else: skipped, or failed under CI=true)
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda r: _run_row(r, data, run),
