@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -204,16 +205,18 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
     """
     if config_file:
         config_file = _resolve_config_file(config_file)
+        data = read_yaml(config_file)
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{config_file}: the file must map config keys to values (e.g. 'train:' then "
+                              f"'  lr: 5e-6'); it holds a {type(data).__name__}")
         try:
-            cfg.merge_from_file(config_file)
+            cfg.merge_from_other_cfg(CN(data or {}))
         except KeyError as e:
             raise ConfigError(
                 f"{config_file}: unknown config key {_key_from(e)}; see dcac_plugin/config.py for the keys"
             ) from None
         except ValueError as e:
             raise ConfigError(f"{config_file}: {e}") from None
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {config_file}") from None
         check_choices(cfg, config_file)
     opts = list(opts or [])
     if len(opts) % 2:
@@ -239,6 +242,44 @@ def _resolve_config_file(config_file: str) -> str:
     from dcac_plugin.configs import resolve
 
     return str(resolve(config_file))
+
+
+def read_yaml(path: str | os.PathLike, error: type[Exception] = ConfigError, what: str = "config file") -> Any:
+    """``yaml.safe_load`` of a file, for every yaml the tools read (configs, suites, published rows,
+    run folders' ``config.yaml``).
+
+    Raises:
+        error: (default :class:`ConfigError`) the file is missing or unreadable, or does not parse:
+            ``FILE line L column C: problem`` (1-based), with the opening bracket or block that
+            the problem belongs to when yaml names one.
+    """
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(yaml_error_message(path, exc)) from None
+
+
+def yaml_error_message(path: str | os.PathLike, exc: Exception) -> str:
+    """``FILE line L column C: problem`` of a yaml parse error (one line)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path} line {mark.line + 1} column {mark.column + 1}" if mark is not None else str(path)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context:
+        opened = f" line {cmark.line + 1} column {cmark.column + 1}" if cmark is not None else ""
+        problem = f"{problem} ({' '.join(context.split())}{' that starts at' + opened if opened else ''})"
+    if "\\t" in problem or "\t" in problem:
+        problem += "; yaml indents with spaces, never tabs"
+    return f"{where}: {problem}; fix the yaml syntax there"
 
 
 CUSTOM_DATASET_FORMATS = ("folder", "list")

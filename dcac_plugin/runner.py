@@ -31,7 +31,7 @@ import torch
 from yacs.config import CfgNode
 
 from dcac_plugin.config import ConfigError, as_list, config_hash, get_default_config, merge_config
-from dcac_plugin.utils.files import file_sha256, read_results
+from dcac_plugin.utils.files import file_sha256, latest_loadable_checkpoint, read_results, write_error
 from dcac_plugin.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("dcac_plugin")
@@ -71,6 +71,30 @@ def load_config(config_file: str | Path | None = None, opts: Sequence[str] = (),
     return cfg
 
 
+class _LogFile(logging.FileHandler):
+    """``train.log``: a record that cannot be written (full disk) is reported once, in one line."""
+
+    _reported = False
+
+    def handleError(self, record: logging.LogRecord | None) -> None:  # noqa: N802 - logging's name
+        if not self._reported:
+            self._reported = True
+            sys.stderr.write(f"warning: cannot write to {self.baseFilename} ({sys.exc_info()[1]}); the log "
+                             "continues on the console only\n")
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError:
+            self.handleError(None)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:
+            self.handleError(None)
+
+
 class _NotFileOnly(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not getattr(record, _FILE_ONLY, False)
@@ -82,12 +106,18 @@ def setup_logging(save_dir: Path, main_process: bool = True) -> logging.Handler:
     Under DDP only rank 0 writes the log; the other ranks log warnings and errors to stderr.
     Records logged with ``extra={"dcac_file_only": True}`` go to the file alone.
     """
-    save_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise (write_error(save_dir / "train.log", exc, "create the folder of") or exc) from None
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     if not main_process:
         logging.getLogger().setLevel(logging.WARNING)
         return logging.NullHandler()
-    fh = logging.FileHandler(save_dir / "train.log", encoding="utf-8")
+    try:
+        fh = _LogFile(save_dir / "train.log", encoding="utf-8")
+    except OSError as exc:
+        raise (write_error(save_dir / "train.log", exc, "open") or exc) from None
     fh.setFormatter(fmt)
     root = logging.getLogger()
     root.addHandler(fh)
@@ -240,7 +270,9 @@ def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_s
     is_plugin = is_plugin_config(cfg)
     use_diffusion = is_plugin and plugin_model_name(cfg).startswith("dcac_")
     # Evaluating saved weights needs only the encoder: no UNet/VAE, no CLIP or SD file.
-    saved = cfg.model.load_weights or (str(latest_checkpoint(save_dir) or "") if evaluate_only else "")
+    main = dist_utils.is_main_process()
+    saved = cfg.model.load_weights or (str(latest_loadable_checkpoint(save_dir, move_aside=main) or "")
+                                       if evaluate_only else "")
     encoder_only = is_plugin and evaluate_only
     use_cache = use_diffusion and cfg.dcac.sd.cache_vae_moments and not evaluate_only
     dm = build_datamanager(cfg, use_gpu=device.type == "cuda", plugin_views=is_plugin,
@@ -290,7 +322,7 @@ def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_s
             init = f"weights:{Path(cfg.model.load_weights).name}"
         resume = cfg.model.resume
         if resume == "auto":
-            ckpt = latest_checkpoint(save_dir)
+            ckpt = latest_loadable_checkpoint(save_dir, move_aside=main)
             resume = str(ckpt) if ckpt else ""
             if not ckpt:
                 logger.info("--resume: no checkpoint in %s yet, starting from scratch", save_dir)

@@ -115,7 +115,7 @@ def test_config_plus_weights_and_official_layout_match_the_run(dcac_run, tmp_pat
     fx_off = FeatureExtractor.from_config(dcac_run / "config.yaml", tmp_path / "source_ma.pth", device="cpu")
     assert torch.equal(fx_off(x), ref)
     torch.save({"model": {"something.else": torch.zeros(3)}}, tmp_path / "wrong.pth")
-    with pytest.raises(WeightLoadError, match="nothing in"):
+    with pytest.raises(WeightLoadError, match="checkpoint of another model: nothing in it matches"):
         FeatureExtractor.from_config(dcac_run / "config.yaml", tmp_path / "wrong.pth", device="cpu")
 
 

@@ -372,7 +372,7 @@ def test_official_checkpoint_errors(tmp_path):
     with pytest.raises(WeightLoadError, match="positional_embedding"):
         load_official_dcac_checkpoint(other, tmp_path / "partial.pth", strict=False)
     torch.save({"model": {"denoiser.x": torch.zeros(1)}}, tmp_path / "none.pth")
-    with pytest.raises(WeightLoadError, match="nothing in"):
+    with pytest.raises(WeightLoadError, match="checkpoint of another model: nothing in it matches"):
         load_official_dcac_checkpoint(dst, tmp_path / "none.pth")
 
 

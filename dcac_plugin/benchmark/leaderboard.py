@@ -1118,9 +1118,11 @@ def plot_tables(tables: list[Table], path: str | Path) -> Path:
     Raises:
         LeaderboardError: no tables to plot.
     """
+    from dcac_plugin.utils.io import atomic_open
+
     png = plot_png(tables)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
+    with atomic_open(path, "wb") as f:  # a failed write: WriteError, the old plot kept
+        f.write(png)
     logger.info("wrote leaderboard plot %s", path)
     return path

@@ -255,11 +255,14 @@ def _optional(obj: dict, key: str, typ: type | tuple, where: str) -> Any:
 
 
 def _seed_from_config(config_yaml: Path) -> int | None:
-    """``train.seed`` of a run's merged ``config.yaml`` (``None`` when unreadable)."""
-    try:
-        cfg = yaml.safe_load(config_yaml.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
+    """``train.seed`` of a run's merged ``config.yaml`` (``None`` when it has none).
+
+    Raises:
+        RecordError: the file cannot be read or does not parse (``FILE line L column C: ...``).
+    """
+    from dcac_plugin.config import read_yaml
+
+    cfg = read_yaml(config_yaml, RecordError, "run config")
     seed = (cfg.get("train") or {}).get("seed") if isinstance(cfg, dict) else None
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
@@ -704,9 +707,13 @@ def load_published(path: str | Path | None = None) -> list[PublishedResult]:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"published numbers file not found: {p}")
-        text, where = p.read_text(encoding="utf-8"), str(p)
+        from dcac_plugin.config import read_yaml
+
+        return parse_published(read_yaml(p, RecordError, "published numbers file"), str(p))
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RecordError(f"{where}: not valid YAML ({exc})") from exc
+        from dcac_plugin.config import yaml_error_message
+
+        raise RecordError(yaml_error_message(where, exc)) from exc
     return parse_published(data, where)

@@ -66,8 +66,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dcac_plugin.benchmark import claims
 from dcac_plugin.benchmark.launchers import (
     LAUNCHERS,
@@ -417,18 +415,14 @@ def load_suite(path: str | Path) -> Suite:
         FileNotFoundError: neither a file nor a suite name.
         SuiteError: the file is malformed.
     """
-    from dcac_plugin.config import ConfigError
+    from dcac_plugin.config import ConfigError, read_yaml
     from dcac_plugin.configs import resolve
 
     try:
         path = resolve(path, kind="suite")
     except ConfigError as e:
         raise FileNotFoundError(str(e)) from None
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SuiteError(f"{path}: not valid yaml ({exc})") from exc
-    return parse_suite(data, path)
+    return parse_suite(read_yaml(path, SuiteError, "suite file"), path)
 
 
 # ------------------------------------------------------------------------------- checks and costs

@@ -247,9 +247,11 @@ def cli() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                             datefmt="%H:%M:%S")
+    from dcac_plugin.utils.files import WriteError
+
     try:
         code = main(sys.argv[1:])
-    except (FileNotFoundError, SuiteError, RecordError, ValueError) as e:
+    except (FileNotFoundError, SuiteError, RecordError, ValueError, WriteError) as e:
         sys.stderr.write(f"error: {e}\n")
         raise SystemExit(2) from None
     raise SystemExit(code)

@@ -73,11 +73,13 @@ def run_cli(main: Callable[[Sequence[str]], Any]) -> None:
     from dcac_plugin.data.datasets import DatasetLayoutError
     from dcac_plugin.inference.export import ExportError
     from dcac_plugin.models.weights import WeightLoadError
+    from dcac_plugin.utils.files import WriteError
 
     setup_cli_logging()
     try:
         main(sys.argv[1:])
-    except (ConfigError, DatasetLayoutError, FileNotFoundError, ValueError, WeightLoadError, ExportError) as e:
+    except (ConfigError, DatasetLayoutError, FileNotFoundError, ValueError, WeightLoadError, ExportError,
+            WriteError) as e:
         sys.stderr.write(f"error: {e}\n")
         raise SystemExit(2) from None
 

@@ -99,9 +99,11 @@ def cli() -> None:
     """Console entry point: exit status of :func:`main`; bad input exits 2 with a one-line message."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from dcac_plugin.utils.files import WriteError
+
     try:
         code = main(sys.argv[1:])
-    except (FileNotFoundError, RecordError, ValueError) as e:
+    except (FileNotFoundError, RecordError, ValueError, WriteError) as e:
         sys.stderr.write(f"error: {e}\n")
         raise SystemExit(2) from None
     raise SystemExit(code)

@@ -43,11 +43,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
-    """Console entry point (``dcac-make-synthetic``): bad input exits 2 with one ``error:`` line."""
+    """Console entry point: bad input or a failed write exits 2 with one ``error:`` line (no traceback).
+
+    A run stopped half-way (full disk) leaves the root marked unfinished; the next run rewrites it.
+    """
+    from dcac_plugin.utils.files import write_error
+
     try:
         code = main(sys.argv[1:])
-    except (OSError, ValueError) as e:
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
         sys.stderr.write(f"error: {e}\n")
+        raise SystemExit(2) from None
+    except OSError as e:
+        err = write_error(e.filename or "the synthetic benchmark", e)
+        if err is None:
+            sys.stderr.write(f"error: {e}\n")
+        else:
+            sys.stderr.write(f"error: {err}; the root is marked unfinished and the next run rewrites it\n")
         raise SystemExit(2) from None
     raise SystemExit(code)
 

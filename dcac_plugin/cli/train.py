@@ -71,11 +71,12 @@ def cli() -> None:
     from dcac_plugin.engine.base import NonFiniteLossError
     from dcac_plugin.models.weights import WeightLoadError
     from dcac_plugin.runner import command_line
+    from dcac_plugin.utils.files import WriteError
 
     try:
         record = main(sys.argv[1:], command=command_line())
     except (ConfigError, DatasetLayoutError, FileNotFoundError, ValueError, NonFiniteLossError,
-            WeightLoadError) as e:
+            WeightLoadError, WriteError) as e:
         sys.stderr.write(f"error: {e}\n")
         raise SystemExit(2) from None
     if record.get("status") == "worker":  # a DDP rank other than 0: rank 0 reports

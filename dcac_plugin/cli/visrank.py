@@ -11,7 +11,6 @@ the highest, ``random`` a seeded sample. Distances are the run's evaluation sett
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -43,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Write the pictures and index.html; returns ``{index, queries, mAP}``."""
     from dcac_plugin.data.manager import test_split
     from dcac_plugin.inference.visrank import ranked_lists, select_queries, write_visrank
+    from dcac_plugin.utils.files import read_results
 
     args = parse_args(argv)
     if not args.run_dir:
@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results_file = Path(args.run_dir) / "results.json"
     if not results_file.is_file():
         raise FileNotFoundError(f"{results_file} not found: evaluate the run first (tools/train.py --eval-only)")
-    results = json.loads(results_file.read_text(encoding="utf-8")).get("results") or {}
+    record = read_results(args.run_dir)
+    results = (record.get("results") if isinstance(record, dict) else None) or {}
     if args.target not in results:
         raise ValueError(f"target '{args.target}' was not evaluated by this run; it evaluated: "
                          f"{', '.join(sorted(results)) or 'nothing'} (evaluate it first: tools/train.py "

@@ -23,6 +23,7 @@ files. ``<root>/SYNTHETIC.json`` marks a generated root (and caches it).
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from dcac_plugin.utils.files import write_error
 from dcac_plugin.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -309,11 +311,20 @@ def _junk(cam: dict[str, Any], st: DomainStyle, mix: np.ndarray, rng: np.random.
 
 
 def _save(img: Image.Image, path: str, st: DomainStyle) -> None:
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    if st.ext == ".png":
-        img.save(path, format="PNG", compress_level=1)
-    else:
-        img.save(path, format="JPEG", quality=st.quality)
+    """Write one image; a failed write (full disk...) removes the partial file and raises ``WriteError``."""
+    try:
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        if st.ext == ".png":
+            img.save(path, format="PNG", compress_level=1)
+        else:
+            img.save(path, format="JPEG", quality=st.quality)
+    except OSError as exc:
+        err = write_error(path, exc)
+        if err is None:
+            raise
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise err from None
 
 
 class _Domain:

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from dcac_plugin import distributed as dist_utils
-from dcac_plugin.utils.files import CHECKPOINT_PATTERN, latest_checkpoint  # noqa: F401  (re-exported)
+from dcac_plugin.utils.files import CHECKPOINT_PATTERN, WriteError, latest_checkpoint  # noqa: F401  (re-exported)
 from dcac_plugin.utils.io import atomic_torch_save
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,15 @@ class PluginEngineMixin:
         scaler = getattr(self, "scaler", None)
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
-        path = atomic_torch_save(state, self.save_dir / f"checkpoint_ep{epoch}.pth")
+        try:
+            path = atomic_torch_save(state, self.save_dir / f"checkpoint_ep{epoch}.pth")
+        except WriteError as exc:
+            kept = latest_checkpoint(self.save_dir)
+            then = (f"; once fixed, --resume continues from {kept.name}" if kept is not None else
+                    "; once fixed, start the run again")
+            err = WriteError(f"{exc}{then}")
+            err.errno, err.filename = exc.errno, exc.filename
+            raise err from None
         self._prune_checkpoints()
         logger.info("saved %s", path)
         dist_utils.barrier()
@@ -165,7 +173,9 @@ class PluginEngineMixin:
         Half-written checkpoints left by a process killed mid-write (``.checkpoint_ep*.pth.*.tmp``
         beside it; they never took a checkpoint's name) are removed.
         """
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        from dcac_plugin.models.weights import read_state_dict
+
+        state = read_state_dict(path, "checkpoint")  # weights_only; an unreadable file gets its diagnosis
         if dist_utils.is_main_process():
             for stale in Path(path).parent.glob(".checkpoint_ep*.pth.*.tmp"):
                 logger.info("removing %s, a checkpoint write that was interrupted", stale.name)

@@ -17,6 +17,7 @@ offline; the newer dynamo exporter also needs ``onnxscript``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -121,6 +122,7 @@ def export_onnx(fx: Any, output: str | os.PathLike, opset: int = DEFAULT_OPSET, 
     """
     import onnx
 
+    from dcac_plugin.utils.files import write_error
     from dcac_plugin.utils.io import atomic_open
 
     if fx.uses_sie:
@@ -129,7 +131,10 @@ def export_onnx(fx: Any, output: str | os.PathLike, opset: int = DEFAULT_OPSET, 
     module = _cpu_eval_path(fx)
     example = torch.randn(batch, 3, *fx.image_size)
     out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise (write_error(out, exc, "create the folder of") or exc) from None
     tmp = out.with_name(f".{out.name}.export.tmp")
     axes = {"images": {0: "batch"}, "features": {0: "batch"}} if dynamic_batch else None
     try:
@@ -140,7 +145,11 @@ def export_onnx(fx: Any, output: str | os.PathLike, opset: int = DEFAULT_OPSET, 
                               dynamic_axes=axes,
                               do_constant_folding=True, external_data=False)
     except Exception as exc:  # noqa: BLE001 - re-raised with advice
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (on a read-only disk even a missing file cannot be unlinked)
+            tmp.unlink(missing_ok=True)
+        err = write_error(out, exc)
+        if err is not None:  # full disk, no permission...: not the exporter's fault
+            raise err from None
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         op = _op_from(str(exc))
         hint = (f"operator {op} is not supported at opset {opset}: try a higher --opset (e.g. {opset + 1} .. 20)"

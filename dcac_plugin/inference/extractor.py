@@ -87,13 +87,14 @@ def run_weights(run_dir: str | os.PathLike, cfg: CfgNode | None = None) -> Path:
     """The weight file a run folder's results come from.
 
     Order: the checkpoint recorded in ``results.json`` (``checkpoint.file``, relative to the run
-    folder when not absolute) when it still exists; else the latest ``checkpoint_epN.pth``; else the
+    folder when not absolute) when it still exists; else the newest ``checkpoint_epN.pth`` that can be
+    read (see :func:`dcac_plugin.utils.files.latest_loadable_checkpoint`); else the
     config's ``model.load_weights`` (an evaluation-only run of an external file).
 
     Raises:
         FileNotFoundError: none of them exists.
     """
-    from dcac_plugin.engine.base import latest_checkpoint
+    from dcac_plugin.utils.files import latest_loadable_checkpoint
 
     run = Path(run_dir)
     rec = read_results(run) or {}
@@ -104,7 +105,7 @@ def run_weights(run_dir: str | os.PathLike, cfg: CfgNode | None = None) -> Path:
         if p.is_file():
             return p
         logger.info("results.json names %s, which is gone; using the latest checkpoint", p)
-    latest = latest_checkpoint(run)
+    latest = latest_loadable_checkpoint(run)  # an unreadable newest one is moved aside, with a warning
     if latest is not None:
         return latest
     if cfg is not None and cfg.model.load_weights and Path(cfg.model.load_weights).is_file():
@@ -200,13 +201,15 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def list_images(source: str | os.PathLike) -> list[str]:
-    """Image paths from a folder (recursive, sorted, endings :data:`IMAGE_EXTS`) or a list file.
+    """Image paths from a folder (recursive, sorted, endings :data:`IMAGE_EXTS`), a list file, or one image.
 
     A list file holds one image path per line (blank lines and ``#`` comments skipped); relative
-    paths are relative to the list file's folder. Listed files are not opened here.
+    paths are relative to the list file's folder. A file ending in one of :data:`IMAGE_EXTS` is
+    that one image. Listed files are not opened here.
 
     Raises:
         FileNotFoundError: ``source`` does not exist, or a folder holds no image.
+        ValueError: a list file that is not UTF-8 text.
     """
     src = Path(source)
     if src.is_dir():
@@ -215,9 +218,16 @@ def list_images(source: str | os.PathLike) -> list[str]:
         if not paths:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) under {src}")
         return paths
+    if src.is_file() and src.suffix.lower() in IMAGE_EXTS:
+        return [str(src)]
     if src.is_file():
         out = []
-        for line in src.read_text(encoding="utf-8").splitlines():
+        try:
+            text = src.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{src} is not a list file (not UTF-8 text): pass an image folder, a list file with "
+                             f"one image path per line, or one image ({', '.join(IMAGE_EXTS)})") from None
+        for line in text.splitlines():
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
@@ -231,12 +241,12 @@ def list_images(source: str | os.PathLike) -> list[str]:
 
 def _to_pil(item: Any, index: int) -> Image.Image:
     """One input image as an RGB PIL image (see :class:`FeatureExtractor` for the accepted forms)."""
-    from dcac_plugin.data.reader import read_image
+    from dcac_plugin.data.reader import read_image, to_rgb
 
     if isinstance(item, (str, os.PathLike)):
         return read_image(item)
     if isinstance(item, Image.Image):
-        return item.convert("RGB")
+        return to_rgb(item)
     if isinstance(item, np.ndarray):
         if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
             raise ValueError(f"image {index}: a numpy image must be HxWx3 uint8 RGB, got shape {item.shape} "
@@ -518,8 +528,33 @@ def save_features(path: str | os.PathLike, features: torch.Tensor | np.ndarray, 
 
 
 def load_features(path: str | os.PathLike) -> tuple[np.ndarray, list[str], dict[str, Any], list[str]]:
-    """Read a :func:`save_features` file: ``(features [N, D], paths, metadata, skipped)``."""
+    """Read a :func:`save_features` file: ``(features [N, D], paths, metadata, skipped)``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is empty, truncated, damaged or not written by :func:`save_features`
+            (one line naming it, the reason and the fix).
+    """
     p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"feature file not found: {p}")
+    if p.suffix not in (".npz", ".safetensors"):
+        raise ValueError(f"{p} must end in .npz or .safetensors")
+    try:
+        feats, paths, meta, skipped = _read_features(p)
+    except Exception as exc:  # noqa: BLE001 - any failure: one line with the reason
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
+        size = p.stat().st_size
+        raise ValueError(f"cannot read feature file {p} ({size} bytes; {type(exc).__name__}: {first}): it is "
+                         f"{'empty' if size == 0 else 'truncated, damaged or not written by tools/extract.py'}; "
+                         f"write it again with tools/extract.py") from None
+    if feats.ndim != 2 or len(paths) != feats.shape[0]:
+        raise ValueError(f"{p}: features {tuple(feats.shape)} do not match its {len(paths)} image paths; write it "
+                         f"again with tools/extract.py")
+    return feats, paths, meta, skipped
+
+
+def _read_features(p: Path) -> tuple[np.ndarray, list[str], dict[str, Any], list[str]]:
     if p.suffix == ".npz":
         with np.load(p, allow_pickle=False) as z:
             return (z["features"], [str(x) for x in z["paths"]], json.loads(str(z["metadata"])),
@@ -532,4 +567,4 @@ def load_features(path: str | os.PathLike) -> tuple[np.ndarray, list[str], dict[
             feats = f.get_tensor("features")
         return feats, json.loads(meta.get("paths", "[]")), json.loads(meta.get("metadata", "{}")), \
             json.loads(meta.get("skipped", "[]"))
-    raise ValueError(f"{p} must end in .npz or .safetensors")
+    raise ValueError(f"{p} must end in .npz or .safetensors")  # checked by load_features

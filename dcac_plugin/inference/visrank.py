@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dcac_plugin.evaluation.ranking import _chunk_stats, _GalleryIndex
 from dcac_plugin.inference.search import distance_blocks
+from dcac_plugin.utils.files import write_error
 from dcac_plugin.utils.io import atomic_open, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -190,7 +191,10 @@ def write_visrank(out_dir: str | os.PathLike, ranked: RankedLists, query: Sequen
         The ``index.html`` path.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise (write_error(out / "index.html", exc, "create the folder of") or exc) from None
     rows = []
     for n, qi in enumerate(queries, 1):
         qpath, qpid, qcam = query[qi][0], query[qi][1], query[qi][2]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,11 +87,68 @@ def _check_file(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
+_AGAIN = "copy or download it again (compare its size and sha256 with the source)"
+
+
+def _safetensors_header(head: bytes, size: int) -> int | None:
+    """The header length of a safetensors file from its first bytes, or ``None`` when it is not one."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return None
+    n = int.from_bytes(head[:8], "little")
+    return n if 2 <= n <= 100_000_000 else None
+
+
+def diagnose_weight_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be a complete weight file, from its bytes alone; ``None`` when nothing is wrong.
+
+    Recognises an empty file, an HTML/XML page saved under the weights' name (a failed download),
+    a Git LFS pointer, a truncated zip archive (``torch.save`` files are zips whose index is at
+    the end) and a truncated safetensors file. Each answer is one line: the cause, then the fix.
+    """
+    import json
+
+    p = Path(path)
+    size = p.stat().st_size
+    if size == 0:
+        return f"'{p}' is empty (0 bytes): the copy or download did not complete; {_AGAIN}"
+    with open(p, "rb") as f:
+        head = f.read(4096)
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return (f"'{p}' is an HTML/XML page ({size} bytes), not weights: a failed download saved an error or "
+                f"login page under this name; download the file again with a direct link to it")
+    if text.startswith(b"version https://git-lfs"):
+        return (f"'{p}' is a Git LFS pointer ({size} bytes), not the weights: fetch the file itself "
+                f"(git lfs pull) or download it directly")
+    if head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(p):
+        return (f"'{p}' is a truncated zip archive ({size} bytes; a torch.save file keeps its index at the end, "
+                f"which is missing): the copy was cut short or the disk was full when it was written; {_AGAIN}")
+    n = _safetensors_header(head, size)
+    if n is not None or p.suffix == ".safetensors":
+        if n is None or size < 8 + n:
+            return (f"'{p}' is a truncated or damaged safetensors file ({size} bytes; its header does not fit): "
+                    f"{_AGAIN}")
+        with open(p, "rb") as f:
+            f.seek(8)
+            try:
+                header = json.loads(f.read(n))
+            except ValueError:
+                return f"'{p}' is a damaged safetensors file (its header is not valid JSON): {_AGAIN}"
+        ends = [int(v["data_offsets"][1]) for k, v in header.items()
+                if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
+        need = 8 + n + max(ends, default=0)
+        if size < need:
+            return (f"'{p}' is a truncated safetensors file ({size} of {need} bytes): the copy was cut short or the "
+                    f"disk was full when it was written; {_AGAIN}")
+    return None
+
+
 def read_state_dict(path: str | os.PathLike, what: str = "weights", mmap: bool = False) -> dict[str, Any]:
     """Read a plain checkpoint file safely (safetensors or ``torch.load(weights_only=True)``).
 
     Args:
-        path: ``.safetensors``, ``.pt``, ``.pth``, ``.ckpt``, ``.bin`` or ``.pth.tar`` file.
+        path: ``.safetensors``, ``.pt``, ``.pth``, ``.ckpt``, ``.bin`` or ``.pth.tar`` file (a
+            safetensors file is recognised by its content, whatever its name).
         what: description used in error messages.
         mmap: memory-map a zip-format ``torch.save`` file instead of reading it into memory
             (multi-GB SD checkpoints); ignored for other formats.
@@ -99,30 +157,53 @@ def read_state_dict(path: str | os.PathLike, what: str = "weights", mmap: bool =
         The loaded object (usually a dict; not unwrapped).
 
     Raises:
-        WeightLoadError: the file is missing or unreadable; for a file that ``weights_only``
-            refuses, the message carries torch's reason and a one-line conversion to safetensors.
+        WeightLoadError: the file is missing or unreadable, with its cause in one line: empty,
+            an HTML page, a Git LFS pointer, truncated (zip, safetensors or legacy pickle), damaged;
+            for a complete file that ``weights_only`` refuses (pickled Python objects besides
+            tensors), torch's reason and a one-line conversion to safetensors.
     """
     p = _check_file(path, what)
-    if p.suffix == ".safetensors":
+    try:
+        problem = diagnose_weight_file(p)
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise WeightLoadError(f"cannot read {what} file '{p}': {e}") from None
+    if problem:
+        raise WeightLoadError(f"{what} file {problem}")
+    if p.suffix == ".safetensors" or _safetensors_header(head, 0) is not None:
         from safetensors.torch import load_file
 
         try:
             return load_file(str(p), device="cpu")
         except Exception as e:  # noqa: BLE001 - re-raised with context
-            raise WeightLoadError(f"cannot read safetensors {what} file '{p}': {e}") from e
+            raise WeightLoadError(f"cannot read safetensors {what} file '{p}' ({e}): the file is damaged; "
+                                  f"{_AGAIN}") from None
     from dcac_plugin._torchreid import torchreid_checkpoint_globals
 
-    extra = {"mmap": True} if mmap and zipfile.is_zipfile(p) else {}
+    is_zip = zipfile.is_zipfile(p)
+    extra = {"mmap": True} if mmap and is_zip else {}
     try:
         # weights_only, plus the numpy scalar types torchreid pickles into its own checkpoints
         with torchreid_checkpoint_globals():
             return torch.load(str(p), map_location="cpu", weights_only=True, **extra)
     except Exception as e:  # noqa: BLE001 - re-raised with context
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        refused = "Weights only load failed" in str(e) and (is_zip or head[:1] == b"\x80")
+        if not refused:
+            kind = "a torch.save zip archive" if is_zip else (
+                "a legacy torch.save pickle" if head[:1] == b"\x80" else "not a torch.save or safetensors file")
+            truncated = isinstance(e, EOFError) or "EOF" in first or "truncated" in first.lower()
+            cause = "it is truncated" if truncated else "it is damaged or not a weight file"
+            raise WeightLoadError(f"cannot read {what} file '{p}' ({kind}, {p.stat().st_size} bytes; "
+                                  f"{type(e).__name__}: {first}): {cause}; {_AGAIN}") from None
         out = p.with_suffix(".safetensors")
+        found = re.search(r"WeightsUnpickler error:\s*([^\n]+?\.)(\s|$)", str(e))
+        refusal = found.group(1) if found else first
         raise WeightLoadError(
-            f"cannot read {what} file '{p}' with torch.load(weights_only=True): {e}\n"
-            f"If the file holds pickled Python objects besides tensors, and only if you trust its source "
-            f"(unpickling can run code), convert it once to safetensors and pass '{out}' instead:\n"
+            f"{what} file '{p}' is a complete checkpoint that holds pickled Python objects besides tensors, which "
+            f"torch.load(weights_only=True) refuses ({refusal}). Only if you trust its source (unpickling can "
+            f"run code), convert it once to safetensors and pass '{out}' instead:\n"
             f"  python -c \"import torch; from safetensors.torch import save_file; "
             f"sd = torch.load('{p}', map_location='cpu', weights_only=False); sd = sd.get('state_dict', sd); "
             f"save_file({{k: v.contiguous() for k, v in sd.items() if torch.is_tensor(v)}}, '{out}')\""
@@ -533,8 +614,10 @@ def load_official_dcac_checkpoint(
         wanted[name] = v
     if not wanted:
         raise WeightLoadError(
-            f"nothing in '{p}' matches the encoder (expected keys 'encoder.image_encoder.*', "
-            f"'encoder.bnneck.*'); found e.g. {sorted(sd)[:5]}"
+            f"'{p}' is a checkpoint of another model: nothing in it matches the DCAC / CLIP-ReID encoder "
+            f"(expected keys 'encoder.image_encoder.*', 'encoder.bnneck.*'; found e.g. {sorted(sd)[:5]}); pass "
+            f"weights written by this plugin's dcac_*/clip_reid_* models or an official DCAC release file, or "
+            f"the config (model.name) of the model that wrote it"
         )
     pos = wanted.get("image_encoder.positional_embedding")
     want_pos = target["image_encoder.positional_embedding"]
@@ -556,7 +639,8 @@ def load_official_dcac_checkpoint(
         if v.shape != target[k].shape
     ]
     if bad:
-        raise WeightLoadError(f"'{p}': shape mismatches {bad[:_MAX_LISTED]}")
+        raise WeightLoadError(f"'{p}' is a checkpoint of another model size: shape mismatches {bad[:_MAX_LISTED]}; "
+                              f"pass the config (model.name, dcac.vision) of the run that wrote it")
     skip = ("fc.",) if not load_heads else ()
     report.missing = sorted(k for k in target if k not in wanted and not k.startswith(skip))
     if strict and (report.missing or report.unexpected):
@@ -600,8 +684,9 @@ def load_torchreid_pretrained(model: nn.Module, path: str | os.PathLike) -> Load
             report.unexpected.append(k)
     if not matched:
         raise WeightLoadError(
-            f"no key of '{p}' matches the model by name and shape (file keys e.g. {sorted(sd)[:5]}, "
-            f"model keys e.g. {sorted(target)[:5]}); is it a checkpoint of this architecture?"
+            f"'{p}' is a checkpoint of another model: no key matches the model by name and shape (file keys "
+            f"e.g. {sorted(sd)[:5]}, model keys e.g. {sorted(target)[:5]}); pass a checkpoint of this "
+            f"architecture or set model.name to the one that wrote the file"
         )
     report.missing = sorted(k for k in target if k not in matched)
     model.load_state_dict(matched, strict=False)

@@ -12,6 +12,8 @@ from typing import IO, Any
 
 import torch
 
+from dcac_plugin.utils.files import write_error
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -24,8 +26,11 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp mak
 
 def _atomic_target(path: str | os.PathLike) -> tuple[Path, int, str]:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise (write_error(path, exc) or exc) from None
     return path, fd, tmp
 
 
@@ -33,7 +38,10 @@ def _atomic_target(path: str | os.PathLike) -> tuple[Path, int, str]:
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
 
-    On any error the temporary file is removed and ``path`` is left as it was.
+    On any error the temporary file is removed and ``path`` is left as it was. A write that fails
+    for lack of space, quota, file-size limit, permission or a read-only disk raises
+    :class:`dcac_plugin.utils.files.WriteError` (one line: the file, the cause, the fix), also when
+    the writer (``torch.save``) wrapped the ``OSError`` in another exception.
     """
     target, fd, tmp = _atomic_target(path)
     try:
@@ -43,9 +51,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.fchmod(f.fileno(), _FILE_MODE)
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        err = write_error(target, exc) if isinstance(exc, Exception) else None
+        if err is not None and err is not exc:
+            raise err from None
         raise
 
 
