@@ -5,13 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from components import require_import
 
 from dcac_plugin.cli import export as export_cli
 from dcac_plugin.config import get_default_config, merge_config
 from dcac_plugin.inference import FeatureExtractor, list_images
 from dcac_plugin.inference.export import ExportError, check_onnx, export_onnx, onnx_session, read_metadata
 
-pytest.importorskip("onnxruntime")
+require_import("onnxruntime", module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 

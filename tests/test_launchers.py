@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from components import require_import
 
 from dcac_plugin.benchmark import claims
 from dcac_plugin.benchmark.launchers import (
@@ -413,7 +414,7 @@ def test_slurm_launcher_without_submitit(tmp_path, monkeypatch, capsys):
 
 
 def test_slurm_launcher_without_sbatch(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("submitit")
+    require_import("submitit")
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
@@ -424,7 +425,7 @@ def test_slurm_launcher_without_sbatch(tmp_path, monkeypatch, capsys):
 
 
 def test_slurm_launcher_with_unreachable_controller(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("submitit")
+    require_import("submitit")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 0\n")

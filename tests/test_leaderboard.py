@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from components import unavailable
 
 from dcac_plugin.benchmark.leaderboard import (
     FORMATS,
@@ -660,8 +661,8 @@ def test_html_page_renders_in_headless_chromium(results_dir, tmp_path):
     """The page as a browser sees it (JS run): tables, embedded plot, links to existing files, sorting."""
     browser = _chromium()
     if browser is None:
-        print("chromium not on PATH (Debian/Ubuntu package: chromium); skipping the browser check")
-        pytest.skip("chromium not on PATH (Debian/Ubuntu package: chromium)")
+        unavailable("chromium", "chromium not on PATH (Debian/Ubuntu package: chromium; `make test` installs "
+                    "it when it runs as root with apt-get)")
     out = (tmp_path / "site" / "lb.html").resolve()
     assert leaderboard_main(["--results", str(results_dir), "--published-file", str(SMALL_PUBLISHED),
                              "--format", "html", "--output", str(out)]) == 0

@@ -13,6 +13,10 @@
 # the cluster through SLURM_CONF=$SLURM_LOCAL_DIR/slurm.conf. All daemons listen on 127.0.0.1.
 # Settings for machines without cgroup support: proctrack/linuxproc, task/none, cons_tres + CR_Core,
 # no accounting (sacct is unavailable; squeue answers for queued and running jobs).
+#
+# Exit status of `start`: 0 up; 3 Slurm/munge cannot be installed on this machine (not installed,
+# and no root, no apt-get, or apt-get failed); any other non-zero status is this script failing
+# (configuration, daemons), which the tests always report as a failure.
 set -euo pipefail
 
 DIR=${SLURM_LOCAL_DIR:-/tmp/dcac-slurm}
@@ -41,16 +45,19 @@ install_packages() {
     if [ "$(id -u)" != 0 ]; then
         log "slurmctld/slurmd/munge are not installed and installing them needs root:"
         log "  apt-get update && apt-get install -y slurmctld slurmd munge slurm-client"
-        exit 1
+        exit 3
     fi
     if ! command -v apt-get >/dev/null; then
         log "slurmctld/slurmd/munge are not installed and this machine has no apt-get; install Slurm"
         log "and munge with the system's package manager"
-        exit 1
+        exit 3
     fi
     log "installing slurmctld slurmd munge slurm-client (apt-get)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd munge slurm-client >/dev/null
+    if ! apt-get update -qq || ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd munge \
+        slurm-client >/dev/null; then
+        log "apt-get could not install slurmctld slurmd munge slurm-client (see its output above)"
+        exit 3
+    fi
 }
 
 start_munge() {
