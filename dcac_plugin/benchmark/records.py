@@ -599,8 +599,14 @@ def _published_block(block: Any, kind: str, label: str, source: str, later: bool
                      flags: tuple[tuple[str, str], ...] = ()) -> list[PublishedResult]:
     if not isinstance(block, dict):
         raise RecordError(f"{where}: key '{ctx}' must map protocol keys to [mAP, Rank-1], got {block!r}")
+    if "flags" in block:  # a block's own flags add to (or override) its entry's
+        merged = dict(flags)
+        merged.update(_entry_flags(block, where, ctx))
+        flags = tuple(merged.items())
     out = []
     for key, val in block.items():
+        if key == "flags":
+            continue
         m, r = _published_pair(val, f"{where}: key '{ctx}.{key}'")
         out.append(PublishedResult(method or label, kind, str(key), m, r, source, later, label, tag, flags))
     return out
@@ -654,7 +660,8 @@ def parse_published(data: Any, where: str = "<published>") -> list[PublishedResu
     Top-level keys: ``source`` (the main publication), ``single_source`` / ``multi_source``
     (row name -> protocol key -> ``[mAP, Rank-1]``, all from ``source``), ``later_work`` and
     ``other_sources`` (row name -> an entry with its own ``source`` and optional ``method``,
-    ``tag`` and ``flags``, plus ``single_source`` / ``multi_source`` blocks).
+    ``tag`` and ``flags``, plus ``single_source`` / ``multi_source`` blocks). Any protocol block
+    may hold ``flags`` of its own (name -> short text), added to its entry's.
 
     Raises:
         RecordError: on a missing ``source``, a malformed entry, an unknown block, or two rows of
