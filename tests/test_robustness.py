@@ -23,33 +23,34 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.workers", "0", "train.batch_size", "16", "test.batch_size", "64"]
 
 
-# Run in the child: the checkpoint of epoch KILL_AT is written slowly -- half its bytes, then a marker
-# file, then a long sleep -- so that the parent can SIGKILL the run in the middle of the write.
-_SLOW_WRITER = """
+# Run in the child: the project's real checkpoint writer (dcac_plugin.utils.io.atomic_torch_save, as
+# the engine calls it) writes every file; only torch.save, which it calls, is slowed for the
+# checkpoint of epoch KILL_AT: it writes half of the serialised bytes to whatever the writer gave it
+# (the writer's temporary file object; or a path, were the writer to regress to a plain
+# torch.save(obj, path)), then a marker file, then sleeps so that the parent can SIGKILL the run
+# inside the real writer.
+_SLOW_TORCH_SAVE = """
 import io, sys, time
 from pathlib import Path
 import torch
-import dcac_plugin.engine.base as base
-from dcac_plugin.utils.io import atomic_open
 
 KILL_AT, MARKER = int(sys.argv[1]), Path(sys.argv[2])
-real = base.atomic_torch_save
+real_save = torch.save
 
-def slow_save(obj, path):
-    if Path(path).name != f"checkpoint_ep{KILL_AT}.pth":
-        return real(obj, path)
+def slow_save(obj, f, *args, **kwargs):
+    if not (isinstance(obj, dict) and obj.get("epoch") == KILL_AT and "model" in obj):
+        return real_save(obj, f, *args, **kwargs)
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    real_save(obj, buf, *args, **kwargs)
     data = buf.getvalue()
-    with atomic_open(path, "wb") as f:
-        f.write(data[: len(data) // 2])
-        f.flush()
-        MARKER.write_text(str(len(data)))
-        time.sleep(600)
-        f.write(data[len(data) // 2 :])
-    return Path(path)
+    out = open(f, "wb") if isinstance(f, (str, Path)) else f
+    out.write(data[: len(data) // 2])
+    out.flush()
+    MARKER.write_text(str(len(data)))
+    time.sleep(600)
+    out.write(data[len(data) // 2 :])
 
-base.atomic_torch_save = slow_save
+torch.save = slow_save
 from dcac_plugin.cli.train import cli
 sys.argv = ["tools/train.py", *sys.argv[3:]]
 cli()
@@ -59,8 +60,8 @@ cli()
 @pytest.mark.slow
 def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one_and_resume_equals_a_straight_run(
         synthetic_tiny_root, tmp_path):
-    """SIGKILL while checkpoint_ep2.pth is half written: the file itself never appears (only the
-    writer's temporary file), checkpoint_ep1.pth is intact, and --resume from it ends where an
+    """SIGKILL inside the real checkpoint writer while checkpoint_ep2.pth is half written: the file
+    itself never appears (only the writer's temporary file), checkpoint_ep1.pth is intact, and --resume from it ends where an
     uninterrupted run ends. All runs are separate processes with MKL's conditional numerical
     reproducibility on (MKL results may otherwise differ in the last bits with memory alignment,
     which training amplifies)."""
@@ -69,8 +70,8 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one_and_resume_equa
               "train.checkpoint_period", "1", "train.keep_checkpoints", "3"]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_CBWR="COMPATIBLE", PYTHONPATH=str(ROOT))
     out, marker = tmp_path / "killed", tmp_path / "mid_write"
-    child = tmp_path / "slow_writer.py"
-    child.write_text(_SLOW_WRITER)
+    child = tmp_path / "slow_torch_save.py"
+    child.write_text(_SLOW_TORCH_SAVE)
     proc = subprocess.Popen([sys.executable, str(child), "2", str(marker), *common, "data.save_dir", str(out)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -81,9 +82,9 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one_and_resume_equa
     size = int(marker.read_text())
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert sorted(p.name for p in out.glob("checkpoint_ep*.pth")) == ["checkpoint_ep1.pth"]
     partial = list(out.glob(".checkpoint_ep2.pth.*.tmp"))
     assert len(partial) == 1 and 0 < partial[0].stat().st_size < size  # killed mid-write
-    assert sorted(p.name for p in out.glob("checkpoint_ep*.pth")) == ["checkpoint_ep1.pth"]
     assert not (out / "results.json").exists()
     previous = torch.load(out / "checkpoint_ep1.pth", map_location="cpu", weights_only=True)
     assert previous["epoch"] == 1 and previous["global_step"] == 2
