@@ -63,8 +63,8 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one_and_resume_equa
     """SIGKILL inside the real checkpoint writer while checkpoint_ep2.pth is half written: the file
     itself never appears (only the writer's temporary file), checkpoint_ep1.pth is intact, and
     --resume from it ends where an uninterrupted run ends. All runs are separate processes with
-    MKL's conditional numerical reproducibility on (MKL results may otherwise differ in the last bits with memory alignment,
-    which training amplifies)."""
+    MKL's conditional numerical reproducibility on (MKL results may otherwise differ in the last
+    bits with memory alignment, which training amplifies)."""
     cfg = str(ROOT / "configs/demo/dcac_tiny.yaml")
     common = ["--config-file", cfg, "data.root", str(synthetic_tiny_root), *TINY, "train.max_epoch", "3",
               "train.checkpoint_period", "1", "train.keep_checkpoints", "3"]
