@@ -169,6 +169,17 @@ stop_pidfile() {
 }
 
 stop() {
+    if pid_alive "$DIR/slurmctld.pid" && pid_alive "$DIR/slurmd.pid"; then
+        # cancel this cluster's jobs first: with proctrack/linuxproc their processes outlive slurmd
+        local jobs
+        jobs=$(squeue -h -o %i 2>/dev/null || true)
+        if [ -n "$jobs" ]; then
+            # shellcheck disable=SC2086
+            scancel $jobs 2>/dev/null || true
+            for _ in $(seq 60); do [ -z "$(squeue -h -o %i 2>/dev/null || true)" ] && break; sleep 0.5; done
+            log "cancelled jobs: $(echo $jobs | tr '\n' ' ')"
+        fi
+    fi
     stop_pidfile slurmd "$DIR/slurmd.pid"
     stop_pidfile slurmctld "$DIR/slurmctld.pid"
     if [ -f "$DIR/munged.ours" ]; then

@@ -843,11 +843,13 @@ def _html_provenance(table: Table, ti: int, metrics: tuple[str, ...], base: Path
                 sha = (f'<code>{digest}</code> ({"recorded" if origin == "recorded" else "computed here"})'
                        if digest else _known(None))
                 vals = "".join(f"<td>{_fmt_value(run.metrics.get(m), False)}</td>" for m in metrics)
+                init = _known(prov.init) + (f"<br><code>{prov.init_sha256}</code>" if prov.init_sha256 else "")
                 lines.append(
                     f"<tr><td>{html.escape(row.label)}</td><td>{html.escape(_column_label(key))}</td>"
                     f"<td>{html.escape(run.run_name)}</td><td>{_known(run.seed)}</td>{vals}<td>{files}</td>"
                     f"<td>{_known(prov.config_hash)}</td><td>{_known(prov.git_commit)}</td>"
-                    f'<td class="hash">{sha}</td><td>{html.escape(_fmt_duration(prov.wall_time_s))}</td>'
+                    f'<td class="hash">{sha}</td><td class="hash">{init}</td>'
+                    f"<td>{html.escape(_fmt_duration(prov.wall_time_s))}</td>"
                     f"<td>{_known(prov.device)}</td>"
                     f'<td class="cmd">{f"<code>{html.escape(prov.command)}</code>" if prov.command else _known(None)}'
                     f"</td></tr>")
@@ -856,7 +858,7 @@ def _html_provenance(table: Table, ti: int, metrics: tuple[str, ...], base: Path
         return ""
     head = "".join(f"<th>{h}</th>" for h in ["Row", "Column", "Run", "Seed", *(METRIC_LABEL[m] for m in metrics),
                                              "Files", "Config hash", "Git commit", "Checkpoint sha256",
-                                             "Wall time", "Device", "Command"])
+                                             "Init (weights sha256)", "Wall time", "Device", "Command"])
     return (f'<details class="prov" id="prov-{ti}"><summary>Provenance of the reproduced cells ({n_runs} '
             f"run(s)): files, config, command, commit, checkpoint</summary>\n"
             f'<div class="scroll"><table class="prov"><thead><tr>{head}</tr></thead>\n'
