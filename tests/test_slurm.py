@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,12 +34,26 @@ CANNOT_INSTALL = 3  # tools/slurm_local.sh start: Slurm cannot be installed on t
 pytestmark = pytest.mark.slow
 
 
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sk in socks:
+            sk.bind(("127.0.0.1", 0))
+        return [sk.getsockname()[1] for sk in socks]
+    finally:
+        for sk in socks:
+            sk.close()
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """SLURM_CONF of a running local cluster (exported for the session)."""
     require_import("submitit")
     state = Path(tempfile.mkdtemp(prefix="dcac-slurm-", dir="/tmp"))
-    env = {**os.environ, "SLURM_LOCAL_DIR": str(state)}
+    # free ports, so that two test runs on one machine never reach each other's controller
+    ctld, slurmd = _free_ports(2)
+    env = {**os.environ, "SLURM_LOCAL_DIR": str(state), "SLURM_LOCAL_CTLD_PORT": str(ctld),
+           "SLURM_LOCAL_SLURMD_PORT": str(slurmd)}
     t0 = time.perf_counter()
     try:
         res = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=900)
