@@ -60,9 +60,16 @@ install_packages() {
     fi
 }
 
+# Each cluster has its own munged on its own socket ($DIR/munge/munge.socket, named in slurm.conf's
+# AuthInfo), so that two clusters on one machine (e.g. two test runs) never share or stop each
+# other's munged. The key is the system's /etc/munge/munge.key (created when missing).
+MUNGE_SOCKET=$DIR/munge/munge.socket
+
+munge_answers() { munge --socket="$MUNGE_SOCKET" -n 2>/dev/null | unmunge --socket="$MUNGE_SOCKET" >/dev/null 2>&1; }
+
 start_munge() {
-    if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-        return 0  # a munged is already serving this host
+    if pid_alive "$DIR/munge/munged.pid" && munge_answers; then
+        return 0
     fi
     if [ ! -f /etc/munge/munge.key ]; then
         log "creating /etc/munge/munge.key"
@@ -70,18 +77,17 @@ start_munge() {
             dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 2>/dev/null; fi
         chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
     fi
-    mkdir -p /run/munge /var/log/munge /var/lib/munge
-    chown munge:munge /run/munge /var/log/munge /var/lib/munge
     mkdir -p "$DIR/munge"
     chmod 755 "$DIR"  # munged runs as the munge user and must reach its folder
     chown munge:munge "$DIR/munge"
-    runuser -u munge -- munged --pid-file="$DIR/munge/munged.pid" --log-file="$DIR/munge/munged.log"
+    runuser -u munge -- munged --socket="$MUNGE_SOCKET" --pid-file="$DIR/munge/munged.pid" \
+        --log-file="$DIR/munge/munged.log" --seed-file="$DIR/munge/munged.seed"
     touch "$DIR/munged.ours"
     for _ in $(seq 50); do
-        munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return 0
+        munge_answers && return 0
         sleep 0.2
     done
-    log "munged does not answer (munge -n | unmunge fails)"
+    log "munged does not answer on $MUNGE_SOCKET (munge -n | unmunge fails)"
     tail_logs
     exit 1
 }
@@ -101,6 +107,7 @@ SlurmdPort=$SLURMD_PORT
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCKET
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
