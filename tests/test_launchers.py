@@ -455,8 +455,11 @@ def test_unknown_launcher_flag_exits_2(tmp_path, monkeypatch, capsys):
 # claims as that host, as a runner on another machine sharing the output folder would), log file,
 # training seconds, claim timeout (stale_after) and heartbeat seconds.
 _RUNNER_PROCESS = """
-import json, os, sys, time
+import json, os, signal, sys, time
 from pathlib import Path
+# Ctrl-C raises KeyboardInterrupt even where this process was started with SIGINT ignored (as by a
+# shell that runs the test suite in the background)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import dcac_plugin.utils.io  # noqa: F401  (imports torch now, not at the first heartbeat)
 from dcac_plugin.benchmark import claims
 
