@@ -292,10 +292,13 @@ def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_s
                  visrank_topk=cfg.test.visrank_topk if cfg.test.visrank else 0)
 
     init = "random"
+    init_file: str | None = None  # the weight file the model was initialised from, recorded with its sha256
     if is_plugin and cfg.dcac.clip_weights and not (encoder_only and saved):
         init = f"clip:{Path(cfg.dcac.clip_weights).name}"
+        init_file = cfg.dcac.clip_weights if Path(cfg.dcac.clip_weights).is_file() else None
     elif not is_plugin and cfg.model.pretrained:
         init = f"imagenet:{Path(cfg.model.pretrained_path).name}"
+        init_file = cfg.model.pretrained_path
 
     weights_file: str | None = None
     if evaluate_only:
@@ -347,6 +350,7 @@ def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_s
         "protocol": protocol,
         "results": results,
         "init": init,
+        "init_weights": _checkpoint_entry(init_file, save_dir),
         "seed": int(cfg.train.seed),
         "config_file": config_file,
         "config_hash": config_hash(cfg),

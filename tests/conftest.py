@@ -52,3 +52,43 @@ def pytest_collection_modifyitems(config, items):
     if len(keep) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if "cuda" in item.keywords])
         items[:] = keep
+
+
+# ----------------------------------------------------------------------------------------------
+# missing real components (see tests/components.py): collected from the skip reasons, named in
+# one line at the very end of the run (after pytest's own summary)
+
+_skipped_components: dict[str, set[str]] = {}
+
+
+def _note_skip(report) -> None:
+    from components import component_of
+
+    if not report.skipped or not isinstance(report.longrepr, tuple):
+        return
+    found = component_of(str(report.longrepr[2]))
+    if found is not None:
+        _skipped_components.setdefault(found[0], set()).add(report.nodeid.split("::")[0])
+
+
+def pytest_runtest_logreport(report):
+    _note_skip(report)
+
+
+def pytest_collectreport(report):
+    _note_skip(report)
+
+
+def pytest_unconfigure(config):
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or config.option.collectonly:
+        return
+    from components import required
+
+    if _skipped_components:
+        names = ", ".join(f"{c} ({', '.join(sorted(files))})" for c, files in sorted(_skipped_components.items()))
+        line = f"skipped components: {names}; set CI=true or DCAC_REQUIRE_ALL=1 to make them fail"
+    else:
+        line = "skipped components: none" + (" (CI=true / DCAC_REQUIRE_ALL=1: missing ones fail)" if required()
+                                             else "")
+    reporter.write_line(line, yellow=bool(_skipped_components), bold=True)

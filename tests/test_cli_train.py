@@ -188,6 +188,24 @@ def test_eval_only_of_dcac_weights_needs_no_clip_or_sd_file_and_keeps_the_dcac_n
     assert again["checkpoint"] == {"file": str(weights), "sha256": file_sha256(weights)}
     for k, v in rec["results"]["msmt17"].items():
         assert again["results"]["msmt17"][k] == pytest.approx(v, abs=1e-6)
+    # The same weights in the layout of the authors' release files (docs/METHOD.md §11.3): the whole
+    # model's state dict under 'state_dict' with the 'module.' prefix of their DataParallel, the
+    # encoder as encoder.image_encoder.* / encoder.bnneck.* / encoder.fc.weight, the diffusion branch
+    # under denoiser.*, which evaluation ignores. Still no CLIP or SD file.
+    ours = torch.load(weights, map_location="cpu", weights_only=True)["model"]
+    encoder = {k: v for k, v in ours.items() if k.startswith("encoder.")}
+    assert {k.split(".")[1] for k in encoder} == {"image_encoder", "bnneck", "fc"}
+    official = {f"module.{k}": v for k, v in encoder.items()}
+    official.update({"module.denoiser.model.prompt_emb.prompt_emb": torch.randn(10, 768),
+                     "module.denoiser.unet.conv_in.weight": torch.randn(320, 4, 3, 3),
+                     "module.denoiser.betas": torch.linspace(1e-4, 2e-2, 1000)})
+    torch.save({"state_dict": official, "epoch": 60}, tmp_path / "source_ma.pth")
+    released = main(["--config-file", str(ROOT / "configs/demo/dcac_tiny.yaml"), "--eval-only",
+                     "data.root", str(synthetic_tiny_root), "data.save_dir", str(tmp_path / "eval_official"), *TINY,
+                     *missing, "model.load_weights", str(tmp_path / "source_ma.pth")])
+    assert released["init"] == "weights:source_ma.pth" and released["status"] == "ok"
+    for k, v in rec["results"]["msmt17"].items():
+        assert released["results"]["msmt17"][k] == pytest.approx(v, abs=1e-6)
 
 
 def test_results_record_traces_the_run(synthetic_tiny_root, tmp_path):

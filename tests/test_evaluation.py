@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from components import require_import
 
 from dcac_plugin._torchreid import tr
 from dcac_plugin.evaluation import NoValidQueryError, evaluate_features, evaluate_rank
@@ -14,7 +15,7 @@ from dcac_plugin.evaluation import ranking as ranking_mod
 def path(request, monkeypatch):
     """Force each ranking path: the torch float32 bucketings (full/mid/mixed) or the numba kernel."""
     if request.param is None:
-        pytest.importorskip("numba")
+        require_import("numba")
         assert kernels_mod.numba_kernel(ranking_mod._positions_py) is not None
     else:
         monkeypatch.setattr(kernels_mod, "_USE_NUMBA", False)
@@ -24,7 +25,7 @@ def path(request, monkeypatch):
 
 def _both_backends(fn, monkeypatch):
     """Run ``fn()`` with the numba kernel (the CPU default) and with the pure-torch path."""
-    pytest.importorskip("numba")
+    require_import("numba")
     assert kernels_mod._USE_NUMBA and kernels_mod.numba_kernel(ranking_mod._positions_py) is not None
     a = fn()
     with monkeypatch.context() as m:
@@ -247,7 +248,7 @@ def test_numba_kernels_leave_torchs_thread_count_alone(tmp_path):
     import subprocess
     import sys
 
-    pytest.importorskip("numba")
+    require_import("numba")
     code = (
         "import numpy as np, torch\n"
         "torch.set_num_threads(1)\n"

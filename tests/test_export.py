@@ -5,15 +5,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from components import require_import
 
 from dcac_plugin.cli import export as export_cli
 from dcac_plugin.config import get_default_config, merge_config
 from dcac_plugin.inference import FeatureExtractor, list_images
 from dcac_plugin.inference.export import ExportError, check_onnx, export_onnx, onnx_session, read_metadata
 
-pytest.importorskip("onnxruntime")
-
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _onnxruntime():
+    """Every test here needs onnxruntime: skipped without it, failed under CI (no collection error)."""
+    require_import("onnxruntime")
 
 
 def _config_file(tmp_path: Path, name: str, *opts: str, base: str = "") -> Path:

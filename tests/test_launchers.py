@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from components import require_import
 
 from dcac_plugin.benchmark import claims
 from dcac_plugin.benchmark.launchers import (
@@ -413,7 +414,7 @@ def test_slurm_launcher_without_submitit(tmp_path, monkeypatch, capsys):
 
 
 def test_slurm_launcher_without_sbatch(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("submitit")
+    require_import("submitit")
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
@@ -424,7 +425,7 @@ def test_slurm_launcher_without_sbatch(tmp_path, monkeypatch, capsys):
 
 
 def test_slurm_launcher_with_unreachable_controller(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("submitit")
+    require_import("submitit")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 0\n")
@@ -445,3 +446,135 @@ def test_unknown_launcher_flag_exits_2(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         cli()
     assert exc.value.code == 2 and "invalid choice: 'k8s'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ claims across real processes
+
+# One suite runner as its own process: trainings are sleeps that log their start and end, so that the
+# parent sees which process trained what. argv: suite, host ("-": the real one; else this process
+# claims as that host, as a runner on another machine sharing the output folder would), log file,
+# training seconds, claim timeout (stale_after) and heartbeat seconds.
+_RUNNER_PROCESS = """
+import json, os, signal, sys, time
+from pathlib import Path
+# Ctrl-C raises KeyboardInterrupt even where this process was started with SIGINT ignored (as by a
+# shell that runs the test suite in the background)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+import dcac_plugin.utils.io  # noqa: F401  (imports torch now, not at the first heartbeat)
+from dcac_plugin.benchmark import claims
+
+suite, host, log, train_s, stale_after, beat_s = sys.argv[1:7]
+if host != "-":
+    claims.hostname = lambda: host
+from dcac_plugin.benchmark.suite import load_suite, run_suite
+
+def note(what, name):
+    with open(log, "a") as f:
+        f.write(f"{claims.owner_id('inline')} {what} {name} {time.time():.3f}\\n")
+
+def train(argv):
+    d = Path(dict(zip(argv[2::2], argv[3::2]))["data.save_dir"])
+    note("start", d.name)
+    Path(log + ".started").write_text(d.name)
+    time.sleep(float(train_s))
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "results.json").write_text(json.dumps({"run_name": d.name, "status": "ok", "results": {}}))
+    note("end", d.name)
+
+s = run_suite(load_suite(suite), runner=train, stale_after=float(stale_after), heartbeat_s=float(beat_s),
+              poll_s=0.05)
+print(json.dumps({"ran": s.ran, "busy": s.busy, "skipped": s.skipped}))
+"""
+
+
+def _runner_process(tmp_path: Path, suite: Path, host: str, log: Path, train_s: float, stale_after: float,
+                    beat_s: float = 0.1) -> subprocess.Popen:
+    script = tmp_path / "runner_process.py"
+    script.write_text(_RUNNER_PROCESS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, str(script), str(suite), host, str(log), str(train_s), str(stale_after),
+                             str(beat_s)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hosts", [("-", "-"), ("nodeA", "nodeB")], ids=["one_host", "two_hosts"])
+def test_two_runner_processes_share_a_folder_and_heartbeats_outlast_the_claim_timeout(tmp_path, monkeypatch, hosts):
+    """Two runner processes on one output folder (on one host, or claiming as two hosts, where only the
+    heartbeat tells a live claim): every training runs exactly once although each lasts 2.5 s, longer
+    than the 1.5 s claim timeout, because the owner's heartbeat (every 0.1 s) keeps its claim fresh."""
+    monkeypatch.chdir(tmp_path)
+    suite = _suite(tmp_path, n_models=4)
+    log = tmp_path / "trainings.log"
+    procs = [_runner_process(tmp_path, suite, host, log, train_s=2.5, stale_after=1.5) for host in hosts]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    lines = [line.split() for line in log.read_text().splitlines()]
+    starts = sorted(name for _, what, name, _ in lines if what == "start")
+    names = [f"m{i}_ma2ms" for i in range(4)]
+    assert starts == names, lines  # every training exactly once: no claim was taken over while alive
+    owners = {owner for owner, *_ in lines}
+    assert len(owners) == 2  # both processes trained
+    if hosts[0] != "-":
+        assert {o.split(":")[0] for o in owners} == {"nodeA", "nodeB"}
+    summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert sorted(summaries[0]["ran"] + summaries[1]["ran"]) == names
+    for s in summaries:
+        assert set(names) - set(s["ran"]) == set(s["busy"]) | set(s["skipped"])
+    assert not list((tmp_path / "out").glob("*/claim.json"))
+
+
+def test_no_heartbeat_after_release(tmp_path, monkeypatch):
+    """The runner stops beating a claim before releasing it (a late heartbeat could write the claim
+    back after its release): every heartbeat of a run's claim happens before that claim's release,
+    and each claim was beaten while its training ran."""
+    monkeypatch.chdir(tmp_path)
+    path = _suite(tmp_path, n_models=3)
+    events: list[tuple[str, str, float]] = []
+    real_heartbeat, real_release = claims.heartbeat, claims.release
+
+    def heartbeat(claim):
+        events.append(("beat", claim.token, time.monotonic()))
+        return real_heartbeat(claim)
+
+    def release(claim):
+        real_release(claim)
+        events.append(("release", claim.token, time.monotonic()))
+
+    monkeypatch.setattr(claims, "heartbeat", heartbeat)
+    monkeypatch.setattr(claims, "release", release)
+    run_suite(load_suite(path), runner=CountingTrain(delay=0.3), heartbeat_s=0.01)
+    time.sleep(0.1)  # a heartbeat thread left running would beat again here
+    released = {tok: t for what, tok, t in events if what == "release"}
+    assert len(released) == 3
+    beats = [(tok, t) for what, tok, t in events if what == "beat"]
+    assert {tok for tok, _ in beats} == set(released)  # each claim was beaten during its training
+    late = [(tok, t - released[tok]) for tok, t in beats if t > released[tok]]
+    assert not late, late
+    assert not list((tmp_path / "out").glob("*/claim.json"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_frees_the_claim_at_once(tmp_path, monkeypatch):
+    """SIGINT (Ctrl-C) to a runner in the middle of a training: it stops, its claim file is gone at
+    once (not left for the claim timeout), and the next runner trains the run."""
+    monkeypatch.chdir(tmp_path)
+    suite = _suite(tmp_path, n_models=1)
+    log = tmp_path / "trainings.log"
+    proc = _runner_process(tmp_path, suite, "nodeA", log, train_s=600, stale_after=600)
+    started = Path(str(log) + ".started")
+    deadline = time.time() + 120
+    while not started.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() < deadline, "the runner never started its training"
+        time.sleep(0.05)
+    claim_file = tmp_path / "out" / "m0_ma2ms" / claims.CLAIM_FILE
+    assert json.loads(claim_file.read_text())["host"] == "nodeA"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert not claim_file.exists()  # freed by the interrupted runner itself
+    # the next runner (another host: a left-over claim would hold it for the 600 s claim timeout)
+    monkeypatch.setattr(claims, "hostname", lambda: "nodeB")
+    train = CountingTrain()
+    assert run_suite(load_suite(suite), runner=train, stale_after=600).ran == ["m0_ma2ms"]

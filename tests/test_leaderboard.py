@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from components import unavailable
 
 from dcac_plugin.benchmark.leaderboard import (
     FORMATS,
@@ -46,6 +47,7 @@ from dcac_plugin.cli.leaderboard import main as leaderboard_main
 
 GOLDEN = Path(__file__).parent / "golden"
 SMALL_PUBLISHED = GOLDEN / "published_small.yaml"
+ALL_IMAGES = "all source images (train+query+gallery), best target-test epoch"
 METRIC_NAMES = ("mAP", "rank1", "rank5", "rank10", "mINP")
 STD = ("market1501", "dukemtmcreid", "msmt17", "cuhk03_np")
 RUN_INFO = {"config_file": "configs/x.yaml", "config_hash": "cafe0123", "git_commit": "0a1b2c3d4e5f",
@@ -273,8 +275,8 @@ def test_invalid_json_and_missing_dir(tmp_path):
 
 def test_packaged_published_numbers_every_cell_sourced():
     pub = load_published()
-    # 92 single- + 45 multi-source cells (DCAC paper) + 65 later-work cells + 18 torchreid model-zoo cells
-    assert len(pub) == 220
+    # 92 single- + 45 multi-source cells (DCAC paper) + 62 later-work cells + 30 torchreid model-zoo cells
+    assert len(pub) == 229
     assert all(p.source for p in pub)
     by = {(p.label, p.kind, p.key): p for p in pub}
     dcac = by[("DCAC", "single_source", "MA->MS")]
@@ -287,26 +289,58 @@ def test_packaged_published_numbers_every_cell_sourced():
     assert by[("SVIL", "multi_source", "MS")].source == "as cited in MUVA Table 3 (TOMM 2024)"
     div = by[("DiverseReID+IL", "multi_source", "average")]
     assert (div.mAP, div.rank1) == (48.2, 64.0)
-    assert dict(div.flags) == {"msmt17": "V1", "cuhk03_split": "unverified", "backbone": "ResNet-50"}
-    assert dict(by[("IL", "multi_source", "MA")].flags) == {"msmt17": "V1", "cuhk03_split": "unverified"}
-    assert by[("MetaBIN", "multi_source", "C3")].flags == ()
-    assert (by[("OSNet-AIN", "multi_source", "MS")].mAP, by[("OSNet-AIN", "multi_source", "MS")].tag) == (
-        16.2, "paper")
+    assert dict(div.flags) == {"protocol": ALL_IMAGES, "msmt17": "V1",
+                               "cuhk03_split": "NP labeled (its code's default)"}
+    # DiverseReID alone (its figures/sota3.png); 37.0/58.3 and 40.4/70.4 are the "+IL" row
+    assert [(by[("DiverseReID", "single_source", k)].mAP, by[("DiverseReID", "single_source", k)].rank1)
+            for k in ("MA->D", "D->MA")] == [(34.7, 54.7), (36.2, 64.5)]
+    assert [(by[("DiverseReID+IL", "single_source", k)].mAP, by[("DiverseReID+IL", "single_source", k)].rank1)
+            for k in ("MA->D", "D->MA")] == [(37.0, 58.3), (40.4, 70.4)]
+    assert dict(by[("IL", "multi_source", "MA")].flags) == {"protocol": ALL_IMAGES, "msmt17": "V1",
+                                                            "cuhk03_split": "NP detected (its log)"}
+    assert dict(by[("MetaBIN", "multi_source", "C3")].flags)["protocol"] == ALL_IMAGES
+    assert dict(by[("ACL", "multi_source", "C3")].flags)["protocol"] == ALL_IMAGES
     # torchreid's model zoo prints "Rank-1 (mAP)"; stored as [mAP, Rank-1]
     ain = by[("OSNet-AIN (torchreid)", "single_source", "MS->D")]
     assert (ain.method, ain.tag, ain.mAP, ain.rank1) == ("OSNet-AIN", "torchreid", 52.7, 71.1)
     assert dict(ain.flags)["distance"] == "cosine" and "combineall=True" in dict(ain.flags)["msmt17_source"]
     ibn = by[("OSNet-IBN (torchreid)", "single_source", "MA->D")]
     assert (ibn.mAP, ibn.rank1) == (26.7, 48.5) and ibn.source.startswith("torchreid model zoo")
+    # the zoo's multi-source table: cosine distance for all three models, no combineall claim
+    for label, ms in {"OSNet (torchreid)": (12.6, 33.2), "OSNet-IBN (torchreid)": (16.2, 39.8),
+                      "OSNet-AIN (torchreid)": (16.2, 40.2)}.items():
+        cell = by[(label, "multi_source", "MS")]
+        assert (cell.mAP, cell.rank1) == ms and cell.tag == "torchreid"
+        assert dict(cell.flags)["distance"] == "cosine" and "combineall" not in dict(cell.flags)["msmt17_source"]
+    assert ("OSNet-AIN", "multi_source", "MA") not in by  # only as torchreid's row
     zoo = [p for p in pub if p.tag == "torchreid"]
-    assert len(zoo) == 18 and {p.method for p in zoo} <= set(MODEL_METHODS.values())
+    assert len(zoo) == 30 and {p.method for p in zoo} <= set(MODEL_METHODS.values())
+    # the sources' marks are flags (kept by csv and json), not row-name text
+    assert not [p.label for p in pub if "dagger" in p.label or "input >" in p.label]
+    assert dict(by[("MDA", "single_source", "MS->MA")].flags) == {"test_time": "uses target-domain data"}
+    for label in ("TransMatcher", "QAConv-GS", "QAConv-MS"):
+        kind = "multi_source" if label == "QAConv-MS" else "single_source"
+        assert dict(next(p for p in pub if p.label == label and p.kind == kind).flags) == {
+            "input": "larger than 256x128"}
+    # combineall (Com-MS) cells of the DCAC table, MSMT17 versions, CUHK03 splits
+    for label in ("OSNet-IBN", "SNR", "QAConv"):
+        assert "combineall=True" in dict(by[(label, "single_source", "MS->MA")].flags)["msmt17_source"]
+    assert dict(by[("APC", "multi_source", "MA")].flags) == {"msmt17": "V1 (its code)", "cuhk03_split": "unverified"}
+    for label in ("M3L", "M3L-IBN"):
+        assert dict(by[(label, "multi_source", "MA")].flags) == {"cuhk03_split": "classic (as a source)",
+                                                                 "msmt17": "V2"}
+    assert dict(by[("QAConv50", "multi_source", "MA")].flags) == {"msmt17": "V1"}
+    # a backbone flag on some rows would imply the others differ: none carries one
+    assert not [p.label for p in pub if "backbone" in dict(p.flags)]
     keys = {p.key for p in pub if p.kind == "single_source"}
     assert len(keys) == 12 and all("->" in k for k in keys)
     assert {p.key for p in pub if p.kind == "multi_source"} == {"MA", "D", "MS", "C3", "average"}
 
 
 def test_published_tables_alone_computed_averages_and_marks_over_all_rows():
-    (single, multi) = build_tables([], load_published())
+    (single, single_other, multi, multi_other) = build_tables([], load_published())
+    assert (single.protocol, multi.protocol) == (None, None)
+    assert single_other.protocol == multi_other.protocol == ALL_IMAGES
     rows = {r.label: r for r in multi.rows}
     muva = rows["MUVA"].cells["average"]
     assert muva.computed and muva.values == {"mAP": pytest.approx(53.4), "rank1": pytest.approx(69.55)}
@@ -315,7 +349,7 @@ def test_published_tables_alone_computed_averages_and_marks_over_all_rows():
         assert cell.computed and cell.values == {"mAP": pytest.approx(m), "rank1": pytest.approx(r)}
     dcac = rows["DCAC"].cells["average"]  # printed: kept as printed, not recomputed
     assert not dcac.computed and dcac.values == {"mAP": 46.4, "rank1": 63.9}
-    assert "average" not in rows["QAConv-MS (input > 256x128)"].cells  # D missing: no average
+    assert "average" not in rows["QAConv-MS"].cells  # D missing: no average
     assert rows["MUVA"].cells["average"].marks == {"mAP": "best", "rank1": "best"}
     assert rows["APC"].cells["average"].marks == {"mAP": "second", "rank1": "second"}  # 48.725 -> 48.7
     assert dcac.marks == {}
@@ -324,10 +358,59 @@ def test_published_tables_alone_computed_averages_and_marks_over_all_rows():
     assert "**53.4**/**69.6**†" in muva_line  # 69.55 rounds half-up
     dcac_line = [x for x in md.splitlines() if x.startswith("| DCAC ")][1]
     assert dcac_line.rstrip(" |").endswith("46.4/63.9")
-    assert "<sup>a,b,c</sup>" in md and "<sup>a</sup> MSMT17 V1" in md
+    assert "| MDA<sup>c</sup> " in md and "<sup>c</sup> uses target-domain data at test time" in md
     assert "† Average computed here from the four columns" in md
     osnet_ibn = {r.label for r in single.rows if r.method == "OSNet-IBN"}
     assert osnet_ibn == {"OSNet-IBN", "OSNet-IBN (torchreid)"}
+
+
+def test_other_protocol_rows_ranked_apart_marks_within_one_protocol():
+    """Rows trained on all source images with target-selected epochs never take a train-split mark."""
+    tables = build_tables([], load_published())
+    multi = next(t for t in tables if t.kind == "multi_source" and t.protocol is None)
+    other = next(t for t in tables if t.kind == "multi_source" and t.protocol == ALL_IMAGES)
+    assert {r.label for r in other.rows} == {"DiverseReID+IL", "DiverseReID", "IL", "MetaBIN", "ACL"}
+    assert not {r.label for r in multi.rows} & {r.label for r in other.rows}
+    rows = {r.label: r for r in multi.rows}
+    # leave-one-out MA within the train-split protocol: mAP MUVA 66.7 > QAConv-MS 65.2;
+    # R1 QAConv-MS 87.1 > MUVA and SVIL 86.1 (tied)
+    assert rows["MUVA"].cells["MA"].marks == {"mAP": "best", "rank1": "second"}
+    assert rows["QAConv-MS"].cells["MA"].marks == {"mAP": "second", "rank1": "best"}
+    assert rows["SVIL"].cells["MA"].marks == {"rank1": "second"}
+    assert {r.label: r.cells["MA"].marks for r in other.rows}["DiverseReID+IL"] == {"mAP": "best", "rank1": "best"}
+    # reproduced rows go to the standard table only, with their "ours - torchreid" rows
+    mine = [TargetResult(run_name=f"osnet_m_s{s}", method="OSNet", kind="multi_source", benchmark="real", key="MA",
+                         sources=["dukemtmcreid", "msmt17", "cuhk03"], target="market1501", seed=s,
+                         metrics={"mAP": 44.0 + s, "rank1": 72.0}) for s in (1, 2)]
+    tables = build_tables(mine, load_published(), protocol="multi")
+    assert [t.protocol for t in tables] == [None, ALL_IMAGES]
+    labels = [r.label for r in tables[0].rows]
+    assert "OSNet (ours)" in labels and "OSNet: ours - torchreid" in labels
+    assert [r.origin for r in tables[1].rows] == ["published"] * 5
+    diff = next(r for r in tables[0].rows if r.label == "OSNet: ours - torchreid")
+    assert diff.cells["MA"].values == {"mAP": pytest.approx(45.5 - 44.2), "rank1": pytest.approx(72.0 - 72.5)}
+    # json carries every flag, and each table's protocol
+    doc = json.loads(render(build_tables([], load_published()), "json"))
+    assert [t["protocol"] for t in doc["tables"]] == [None, ALL_IMAGES, None, ALL_IMAGES]
+    flags = {(t["kind"], r["label"]): {f["name"]: f["value"] for f in r.get("flags", [])}
+             for t in doc["tables"] for r in t["rows"]}
+    assert flags[("single_source", "MDA")] == {"test_time": "uses target-domain data"}
+    assert flags[("multi_source", "OSNet-AIN (torchreid)")]["distance"] == "cosine"
+    assert flags[("multi_source", "IL")]["protocol"] == ALL_IMAGES
+    assert all(f.get("protocol") == ALL_IMAGES for (k, label), f in flags.items()
+               if label in ("DiverseReID", "DiverseReID+IL", "IL", "MetaBIN", "ACL"))
+    csv_text = render(build_tables([], load_published()), "csv")
+    assert any(line.startswith("real,single_source,TransMatcher,TransMatcher,published,MS->MA,") and
+               "input larger than 256x128" in line for line in csv_text.splitlines())
+
+
+def test_readme_published_tables_equal_the_renderer():
+    """README's published tables are what `tools/leaderboard.py --published --format github` prints."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("#### Single-source DG: real datasets\n")
+    end = readme.index("\n## ", start)
+    expected = render(build_tables([], load_published()), "github").replace("### ", "#### ")
+    assert readme[start:end].strip() == expected.strip()
 
 
 def test_published_parse_errors(tmp_path):
@@ -515,7 +598,7 @@ def test_synthetic_never_mixed_with_real_or_published(results_dir):
     assert [t.benchmark for t in only_syn] == ["synthetic"]
     assert all(r.origin == "ours" for t in only_syn for r in t.rows)
     doc = tables_to_dict(tables)
-    assert [t["generated_benchmark"] for t in doc["tables"]] == [False, False, True]
+    assert [t["generated_benchmark"] for t in doc["tables"]] == [False, False, False, False, True]
     md = render(tables, "github")
     syn_part = md[md.index("GENERATED benchmark"):]
     assert "paper" not in syn_part and "[1]" not in syn_part.split("Sources:")[0]
@@ -660,8 +743,8 @@ def test_html_page_renders_in_headless_chromium(results_dir, tmp_path):
     """The page as a browser sees it (JS run): tables, embedded plot, links to existing files, sorting."""
     browser = _chromium()
     if browser is None:
-        print("chromium not on PATH (Debian/Ubuntu package: chromium); skipping the browser check")
-        pytest.skip("chromium not on PATH (Debian/Ubuntu package: chromium)")
+        unavailable("chromium", "chromium not on PATH (Debian/Ubuntu package: chromium; `make test` installs "
+                    "it when it runs as root with apt-get)")
     out = (tmp_path / "site" / "lb.html").resolve()
     assert leaderboard_main(["--results", str(results_dir), "--published-file", str(SMALL_PUBLISHED),
                              "--format", "html", "--output", str(out)]) == 0
@@ -698,7 +781,8 @@ def test_cli_json_published_and_plot(results_dir, tmp_path, capsys):
                              "--benchmark", "real", "--protocol", "single", "--plot", str(plot)])
     assert code == 0 and plot.is_file()
     doc = json.loads(capsys.readouterr().out)
-    (table,) = doc["tables"]
+    (table, other) = doc["tables"]  # train splits; all source images with a target-chosen epoch
+    assert other["protocol"] == ALL_IMAGES and all(r["origin"] == "published" for r in other["rows"])
     labels = [r["label"] for r in table["rows"]]
     assert "DCAC (paper)" in labels and "DCAC (ours)" in labels and "MUVA" in labels
     assert "OSNet-AIN (torchreid)" in labels and "OSNet-AIN: ours - torchreid" in labels

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from components import require_import
 
 from dcac_plugin._torchreid import tr
 from dcac_plugin.evaluation import (
@@ -20,7 +21,7 @@ from dcac_plugin.evaluation import rerank as rerank_mod
 def backend(request, monkeypatch):
     """Run with the numba kernels (the CPU default when numba imports) or the torch/scipy fallback."""
     if request.param == "numba":
-        pytest.importorskip("numba")
+        require_import("numba")
         assert kernels_mod.numba_kernel(rerank_mod._block_topk_py) is not None
     else:
         monkeypatch.setattr(kernels_mod, "_USE_NUMBA", False)
@@ -107,7 +108,7 @@ def test_bad_parameters_raise():
 
 
 def test_numba_and_torch_rerank_agree(monkeypatch):
-    pytest.importorskip("numba")
+    require_import("numba")
     qf, gf, *_ = _clustered(11, nq=40, ng=160)
     a = re_ranking_features(qf, gf, 20, 6, 0.3, chunk_size=50)
     rr = SparseReranker.from_features(qf, gf, chunk_size=50)

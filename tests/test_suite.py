@@ -456,6 +456,71 @@ def test_random_init_rule_cases(tmp_path, monkeypatch, case):
         assert run_suite(load_suite(path), runner=runner).ran == ["osnet_ma", "dcac_ma"]
 
 
+@pytest.mark.slow
+def test_baselines_start_from_real_format_imagenet_files_end_to_end(synthetic_tiny_root, tmp_path, monkeypatch,
+                                                                     capsys):
+    """ImageNet weight files in the real formats, built with the real classes: torchvision's ResNet-50
+    state dict (as in resnet50-19c8e357.pth: torchvision's key names, a 1000-class ``fc``) and
+    torchreid's osnet_x1_0_imagenet.pth layout (torchreid's OSNet keys with the ``module.`` prefix
+    its own loader strips, a 1000-class ``classifier``). On the real benchmark the suite accepts them
+    and trains both paper baselines (configs/baselines) one epoch through the real trainer. The
+    baselines' first 10 epochs train only the classifier (fixbase), so every backbone tensor of the
+    saved checkpoint must equal the file's; results.json records the file and its sha256, and the
+    leaderboard's provenance shows it."""
+    import hashlib
+    import shutil
+
+    import torch
+    import torchvision
+
+    from dcac_plugin._torchreid import tr
+    from dcac_plugin.benchmark.leaderboard import build_tables, render, tables_to_dict
+    from dcac_plugin.benchmark.records import expand_per_target
+
+    monkeypatch.chdir(tmp_path)
+    real = tmp_path / "reid-data"  # the generated images without their marker: the "real" benchmark
+    shutil.copytree(synthetic_tiny_root, real)
+    (real / "SYNTHETIC.json").unlink()
+    Path("pretrained").mkdir()
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet50(weights=None).state_dict()
+    torch.save(resnet, "pretrained/resnet50-19c8e357.pth")
+    osnet_1000 = tr.models.build_model("osnet_x1_0", num_classes=1000, loss="softmax", pretrained=False)
+    osnet = {f"module.{k}": v for k, v in osnet_1000.state_dict().items()}
+    torch.save(osnet, "pretrained/osnet_x1_0_imagenet.pth")
+    files = {"resnet50_ma": ("pretrained/resnet50-19c8e357.pth", resnet, "fc."),
+             "osnet_x1_0_ma": ("pretrained/osnet_x1_0_imagenet.pth",
+                               {k[len("module."):]: v for k, v in osnet.items()}, "classifier.")}
+    suite = tmp_path / "imagenet.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "imagenet", "output_root": "out",
+        "common_opts": ["data.root", str(real), "train.max_epoch", 1, "train.batch_size", 16, "data.workers", 0,
+                        "test.batch_size", 64],
+        "matrix": {"protocols": [{"name": "ma", "sources": ["market1501"], "targets": ["market1501"]}],
+                   "models": [{"name": "resnet50", "config": str(REPO / "configs/baselines/resnet50_softmax.yaml")},
+                              {"name": "osnet_x1_0",
+                               "config": str(REPO / "configs/baselines/osnet_x1_0_softmax.yaml")}]}}))
+    assert benchmark_main(["--suite", str(suite)]) == 0
+    assert "2 ran" in capsys.readouterr().out
+    for run, (file, weights, head) in files.items():
+        rec = json.loads((tmp_path / "out" / run / "results.json").read_text())
+        assert rec["status"] == "ok" and rec["init"] == f"imagenet:{Path(file).name}"
+        assert rec["init_weights"] == {"file": file, "sha256": hashlib.sha256(Path(file).read_bytes()).hexdigest()}
+        ckpt = torch.load(tmp_path / "out" / run / rec["checkpoint"]["file"], map_location="cpu", weights_only=True)
+        model = ckpt["model"] if "model" in ckpt else ckpt["state_dict"]
+        backbone = [k for k in weights if not k.startswith(head) and not k.endswith("num_batches_tracked")]
+        assert len(backbone) > 100 and all(torch.equal(model[k], weights[k]) for k in backbone), run
+        assert model["classifier.weight"].shape[0] == 10  # the re-ID head (10 identities), not ImageNet's 1000
+    tables = build_tables(expand_per_target(load_records(tmp_path / "out")))
+    prov = {r["run"]: r["provenance"] for t in tables_to_dict(tables)["tables"] for row in t["rows"]
+            for c in row["cells"].values() for r in c.get("runs", [])}
+    for run, (file, _, _) in files.items():
+        sha = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+        assert (prov[run]["init"], prov[run]["init_file"], prov[run]["init_sha256"]) == (
+            f"imagenet:{Path(file).name}", file, sha)
+        assert f"<code>{sha}</code>" in render(tables, "html", embed_plot=False)
+
+
 def test_paper_baselines_name_torchreid_imagenet_files():
     from dcac_plugin.config import get_default_config, merge_config
 

@@ -175,3 +175,48 @@ def test_visrank_cli_unknown_target_lists_the_evaluated_ones(visrank_run, tmp_pa
         visrank_cli.main(["--run-dir", str(tmp_path / "norun"), "--target", "msmt17"])
     rec = json.loads((out / "results.json").read_text())
     assert set(rec["results"]) == {"msmt17", "market1501"}
+
+
+_PROBE_PAGE = """<!DOCTYPE html><html><body><iframe id="f" src="{src}" width="1200" height="800"></iframe>
+<script>
+document.getElementById("f").addEventListener("load", function () {{
+  var doc = this.contentDocument, imgs = Array.prototype.slice.call(doc.images);
+  var ok = imgs.filter(function (im) {{ return im.complete && im.naturalWidth > 0; }});
+  var out = document.createElement("pre");
+  out.id = "result";
+  out.textContent = JSON.stringify({{title: doc.title, images: imgs.length, decoded: ok.length,
+    widths: ok.map(function (im) {{ return im.naturalWidth; }})}});
+  document.body.appendChild(out);
+}});
+</script></body></html>"""
+
+
+@pytest.mark.slow
+def test_ranked_list_page_renders_in_headless_chromium(visrank_run, tmp_path):
+    """The ranked-list page as a browser sees it: every picture it shows loads and decodes (the page is
+    opened in an iframe of a probe page that counts the decoded images; file:// access allowed)."""
+    import shutil
+    import subprocess
+
+    from components import unavailable
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        unavailable("chromium", "chromium not on PATH (Debian/Ubuntu package: chromium; `make test` installs "
+                    "it when it runs as root with apt-get)")
+    out, _ = visrank_run
+    index = out / "visrank" / "market1501" / "index.html"
+    n_png = len(list(index.parent.glob("*.png")))
+    probe = tmp_path / "probe.html"
+    probe.write_text(_PROBE_PAGE.format(src=index.resolve().as_uri()))
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--allow-file-access-from-files",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = re.search(r'<pre id="result">([^<]+)</pre>', proc.stdout)
+    assert m, proc.stdout[-2000:]
+    got = json.loads(m.group(1).replace("&quot;", '"'))
+    assert got["images"] == n_png > 0 and got["decoded"] == n_png, got
+    with Image.open(sorted(index.parent.glob("*.png"))[0]) as im:
+        assert set(got["widths"]) == {im.size[0]}

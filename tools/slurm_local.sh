@@ -13,6 +13,10 @@
 # the cluster through SLURM_CONF=$SLURM_LOCAL_DIR/slurm.conf. All daemons listen on 127.0.0.1.
 # Settings for machines without cgroup support: proctrack/linuxproc, task/none, cons_tres + CR_Core,
 # no accounting (sacct is unavailable; squeue answers for queued and running jobs).
+#
+# Exit status of `start`: 0 up; 3 Slurm/munge cannot be installed on this machine (not installed,
+# and no root, no apt-get, or apt-get failed); any other non-zero status is this script failing
+# (configuration, daemons), which the tests always report as a failure.
 set -euo pipefail
 
 DIR=${SLURM_LOCAL_DIR:-/tmp/dcac-slurm}
@@ -41,21 +45,31 @@ install_packages() {
     if [ "$(id -u)" != 0 ]; then
         log "slurmctld/slurmd/munge are not installed and installing them needs root:"
         log "  apt-get update && apt-get install -y slurmctld slurmd munge slurm-client"
-        exit 1
+        exit 3
     fi
     if ! command -v apt-get >/dev/null; then
         log "slurmctld/slurmd/munge are not installed and this machine has no apt-get; install Slurm"
         log "and munge with the system's package manager"
-        exit 1
+        exit 3
     fi
     log "installing slurmctld slurmd munge slurm-client (apt-get)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd munge slurm-client >/dev/null
+    if ! apt-get update -qq || ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd munge \
+        slurm-client >/dev/null; then
+        log "apt-get could not install slurmctld slurmd munge slurm-client (see its output above)"
+        exit 3
+    fi
 }
 
+# Each cluster has its own munged on its own socket ($DIR/munge/munge.socket, named in slurm.conf's
+# AuthInfo), so that two clusters on one machine (e.g. two test runs) never share or stop each
+# other's munged. The key is the system's /etc/munge/munge.key (created when missing).
+MUNGE_SOCKET=$DIR/munge/munge.socket
+
+munge_answers() { munge --socket="$MUNGE_SOCKET" -n 2>/dev/null | unmunge --socket="$MUNGE_SOCKET" >/dev/null 2>&1; }
+
 start_munge() {
-    if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-        return 0  # a munged is already serving this host
+    if pid_alive "$DIR/munge/munged.pid" && munge_answers; then
+        return 0
     fi
     if [ ! -f /etc/munge/munge.key ]; then
         log "creating /etc/munge/munge.key"
@@ -63,18 +77,17 @@ start_munge() {
             dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 2>/dev/null; fi
         chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
     fi
-    mkdir -p /run/munge /var/log/munge /var/lib/munge
-    chown munge:munge /run/munge /var/log/munge /var/lib/munge
     mkdir -p "$DIR/munge"
     chmod 755 "$DIR"  # munged runs as the munge user and must reach its folder
     chown munge:munge "$DIR/munge"
-    runuser -u munge -- munged --pid-file="$DIR/munge/munged.pid" --log-file="$DIR/munge/munged.log"
+    runuser -u munge -- munged --socket="$MUNGE_SOCKET" --pid-file="$DIR/munge/munged.pid" \
+        --log-file="$DIR/munge/munged.log" --seed-file="$DIR/munge/munged.seed"
     touch "$DIR/munged.ours"
     for _ in $(seq 50); do
-        munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return 0
+        munge_answers && return 0
         sleep 0.2
     done
-    log "munged does not answer (munge -n | unmunge fails)"
+    log "munged does not answer on $MUNGE_SOCKET (munge -n | unmunge fails)"
     tail_logs
     exit 1
 }
@@ -94,6 +107,7 @@ SlurmdPort=$SLURMD_PORT
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCKET
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -162,6 +176,17 @@ stop_pidfile() {
 }
 
 stop() {
+    if pid_alive "$DIR/slurmctld.pid" && pid_alive "$DIR/slurmd.pid"; then
+        # cancel this cluster's jobs first: with proctrack/linuxproc their processes outlive slurmd
+        local jobs
+        jobs=$(squeue -h -o %i 2>/dev/null || true)
+        if [ -n "$jobs" ]; then
+            # shellcheck disable=SC2086
+            scancel $jobs 2>/dev/null || true
+            for _ in $(seq 60); do [ -z "$(squeue -h -o %i 2>/dev/null || true)" ] && break; sleep 0.5; done
+            log "cancelled jobs: $(echo $jobs | tr '\n' ' ')"
+        fi
+    fi
     stop_pidfile slurmd "$DIR/slurmd.pid"
     stop_pidfile slurmctld "$DIR/slurmctld.pid"
     if [ -f "$DIR/munged.ours" ]; then

@@ -445,6 +445,7 @@ class JobSpec:
     run_dir: str
     claim_token: str
     nproc: int = 1
+    heartbeat_s: float = claims.DEFAULT_HEARTBEAT_S
 
 
 def run_training_job(spec: JobSpec) -> dict[str, Any]:
@@ -470,7 +471,7 @@ def run_training_job(spec: JobSpec) -> dict[str, Any]:
         sys.stderr.write(f"{spec.run_name}: the run's claim was taken over by another runner before job "
                          f"{job_id} started; not training it twice\n")
         return {"run_name": spec.run_name, "status": "taken_over"}
-    beat = claims.Heartbeat(min(claims.DEFAULT_HEARTBEAT_S, 30.0)).start()
+    beat = claims.Heartbeat(spec.heartbeat_s).start()
     beat.add(claim)
     t0 = time.perf_counter()
     try:
@@ -518,6 +519,8 @@ class SlurmLauncher(Launcher):
         max_parallel: jobs submitted at once by this runner (default: all).
         python: interpreter of the jobs (default: this one, i.e. the venv's).
         cwd: working directory of the jobs (default: the current one).
+        heartbeat_s: seconds between two heartbeats of a job's claim (default:
+            :data:`dcac_plugin.benchmark.claims.DEFAULT_HEARTBEAT_S` when the launcher is made).
 
     Raises:
         LauncherError: submitit missing or Slurm unreachable.
@@ -527,7 +530,8 @@ class SlurmLauncher(Launcher):
     jobs_outlive_runner = True
 
     def __init__(self, settings: SlurmSettings | None = None, gpus_per_run: int = 1, wait: bool = True,
-                 max_parallel: int | None = None, python: str | None = None, cwd: str | Path | None = None):
+                 max_parallel: int | None = None, python: str | None = None, cwd: str | Path | None = None,
+                 heartbeat_s: float | None = None):
         check_slurm()
         if gpus_per_run < 0:
             raise LauncherError(f"--gpus-per-run must be 0 or more, got {gpus_per_run}")
@@ -538,6 +542,7 @@ class SlurmLauncher(Launcher):
         self.python = python or sys.executable
         self.cwd = str(Path(cwd or os.getcwd()).resolve())
         self._gone_since: dict[str, float] = {}
+        self.heartbeat_s = claims.DEFAULT_HEARTBEAT_S if heartbeat_s is None else heartbeat_s
 
     def _executor(self, entry: RunEntry) -> Any:
         import submitit
@@ -562,7 +567,7 @@ class SlurmLauncher(Launcher):
 
     def start(self, entry: RunEntry, claim: claims.Claim) -> _SlurmRun:
         spec = JobSpec(entry.run_name, entry.argv(), self.cwd, str(entry.output_dir.resolve()), claim.token,
-                       max(1, self.gpus_per_run))
+                       max(1, self.gpus_per_run), self.heartbeat_s)
         job = self._executor(entry).submit(run_training_job, spec)
         claims.update(claim, job_id=str(job.job_id))
         return _SlurmRun(entry, job, time.time())

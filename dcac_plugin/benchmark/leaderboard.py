@@ -13,7 +13,10 @@ Rows.
   attached to the cell. The ``Runs`` column gives ``n`` (``3``, or ``1-3`` when columns differ).
 * Published rows (with ``published``): the packaged numbers exactly as printed, one row per
   (row name, source), with the source as a footnote ``[n]`` and the row's protocol flags (e.g.
-  MSMT17 V1) as lettered markers explained under the table. A published row of a method that
+  MSMT17 V1) as lettered markers explained under the table. Rows flagged with a different
+  training ``protocol`` (e.g. all images of each source, epoch chosen on the target) form their
+  own table per protocol kind, ranked among themselves only; reproduced rows (trained on the
+  source train splits) never share a table with them. A published row of a method that
   also has a reproduced row is labelled "``<method> (<tag>)``" (``paper``, or e.g. ``torchreid``).
 * Difference rows ("``<method>: ours - <tag>``"): for every pair of a reproduced row and a
   published row of the same method sharing a column: reproduced mean minus published, per metric.
@@ -91,7 +94,13 @@ FLAG_TEXT: dict[str, str] = {
     "cuhk03_split": "CUHK03 split {}",
     "backbone": "{} backbone",
     "distance": "{} distance at test time",
+    "protocol": "different training protocol: {}",
+    "cited_in": "cited from {}",
+    "test_time": "{} at test time (marked by the source)",
+    "input": "input {} (marked by the source)",
 }
+#: The flag that names a different training protocol: its rows get their own table (own marks).
+PROTOCOL_FLAG = "protocol"
 UNKNOWN = "unknown"
 #: What a published row's ``tag`` stands for, in the "ours - <tag>" note.
 TAG_TEXT: dict[str, str] = {
@@ -168,6 +177,11 @@ class Row:
     tag: str = "paper"
     flags: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def protocol(self) -> str | None:
+        """The row's different training protocol (its ``protocol`` flag), ``None`` for the standard one."""
+        return dict(self.flags).get(PROTOCOL_FLAG)
+
     def runs(self) -> tuple[int, int] | None:
         """(min, max) number of runs over the row's reproduced cells, ``None`` for other rows."""
         ns = [c.n for k, c in self.cells.items() if k != AVERAGE and c.n > 0]
@@ -184,12 +198,17 @@ class Row:
 
 @dataclass
 class Table:
-    """One leaderboard table (one benchmark, one protocol kind)."""
+    """One leaderboard table (one benchmark, one protocol kind, one training protocol).
+
+    ``protocol`` is ``None`` for the standard training protocol (source train splits), else the
+    ``protocol`` flag shared by every row of the table.
+    """
 
     benchmark: str
     kind: str
     columns: list[str]
     rows: list[Row]
+    protocol: str | None = None
 
     @property
     def title(self) -> str:
@@ -198,6 +217,8 @@ class Table:
         if self.benchmark == "synthetic":
             return (f"{what}: GENERATED benchmark "
                     "(synthetic data; not comparable with real or published results)")
+        if self.protocol:
+            return f"{what}: real datasets, different training protocol: {self.protocol}"
         return f"{what}: real datasets"
 
 
@@ -323,6 +344,25 @@ def _mark(rows: list[Row], columns: list[str]) -> None:
                     cell.marks[m] = "second"
 
 
+def _table(bench: str, kind: str, ours: list[Row], pub: list[Row], protocol: str | None) -> Table | None:
+    """One table: averages, "(tag)" labels, difference rows and marks over its own rows."""
+    if not ours and not pub:
+        return None
+    if kind == "multi_source":
+        for row in pub + ours:
+            _add_average(row)
+    ours_methods = {r.method for r in ours}
+    for paper in pub:
+        if paper.label == paper.method and paper.method in ours_methods:
+            paper.label = f"{paper.method} ({paper.tag})"
+    diffs = [d for row in ours for paper in pub if paper.method == row.method
+             if (d := _diff_row(row, paper)) is not None]
+    rows = pub + ours + diffs
+    columns = sorted({k for r in rows for k in r.cells}, key=column_sort_key)
+    _mark(rows, columns)
+    return Table(benchmark=bench, kind=kind, columns=columns, rows=rows, protocol=protocol)
+
+
 def build_tables(
     results: list[TargetResult],
     published: list[PublishedResult] | None = None,
@@ -340,6 +380,8 @@ def build_tables(
     Returns:
         Tables ordered real before synthetic, single- before multi-source; a table is produced
         for a (benchmark, kind) with at least one row. Rows: published, reproduced, differences.
+        Published rows of a different training ``protocol`` (flag) follow in a table of their own
+        per protocol, after the standard table of their kind.
 
     Raises:
         LeaderboardError: an unknown ``protocol`` or ``benchmark`` value.
@@ -353,21 +395,13 @@ def build_tables(
         for kind in PROTOCOL_CHOICES[protocol]:
             ours = _ours_rows([r for r in results if r.benchmark == bench and r.kind == kind])
             pub = _published_rows(published, kind) if (published and bench == "real") else []
-            if not ours and not pub:
-                continue
-            if kind == "multi_source":
-                for row in pub + ours:
-                    _add_average(row)
-            ours_methods = {r.method for r in ours}
-            for paper in pub:
-                if paper.label == paper.method and paper.method in ours_methods:
-                    paper.label = f"{paper.method} ({paper.tag})"
-            diffs = [d for row in ours for paper in pub if paper.method == row.method
-                     if (d := _diff_row(row, paper)) is not None]
-            rows = pub + ours + diffs
-            columns = sorted({k for r in rows for k in r.cells}, key=column_sort_key)
-            _mark(rows, columns)
-            tables.append(Table(benchmark=bench, kind=kind, columns=columns, rows=rows))
+            groups: dict[str | None, list[Row]] = {None: []}
+            for row in pub:
+                groups.setdefault(row.protocol, []).append(row)
+            for proto, group in groups.items():
+                table = _table(bench, kind, ours if proto is None else [], group, proto)
+                if table is not None:
+                    tables.append(table)
     return tables
 
 
@@ -525,10 +559,9 @@ def _notes(table: Table, metrics: tuple[str, ...], style: _Style, letters: dict[
     if flags:
         parts.append(esc("Flags: ") + "; ".join(style.sup.format(letters[f]) + esc(" " + flag_text(*f))
                                                 for f in flags) + esc("."))
-    labels = " ".join(r.label for r in table.rows)
-    if "(dagger)" in labels or "(double dagger)" in labels:
-        parts.append(esc("'(dagger)': uses target-domain data at test time; '(double dagger)': input larger "
-                         "than 256x128 (as marked by the source)."))
+    if table.protocol:
+        parts.append(esc("These rows were trained under a different protocol than the source train splits the "
+                         "other tables use (and reproduced runs follow): they are ranked among themselves only."))
     tags = list(dict.fromkeys(r.tag for r in table.rows if r.origin == "diff"))
     if tags:
         what = [f"'ours - {tag}' rows: reproduced mean minus {TAG_TEXT.get(tag, f'the row tagged {tag}')}"
@@ -810,11 +843,13 @@ def _html_provenance(table: Table, ti: int, metrics: tuple[str, ...], base: Path
                 sha = (f'<code>{digest}</code> ({"recorded" if origin == "recorded" else "computed here"})'
                        if digest else _known(None))
                 vals = "".join(f"<td>{_fmt_value(run.metrics.get(m), False)}</td>" for m in metrics)
+                init = _known(prov.init) + (f"<br><code>{prov.init_sha256}</code>" if prov.init_sha256 else "")
                 lines.append(
                     f"<tr><td>{html.escape(row.label)}</td><td>{html.escape(_column_label(key))}</td>"
                     f"<td>{html.escape(run.run_name)}</td><td>{_known(run.seed)}</td>{vals}<td>{files}</td>"
                     f"<td>{_known(prov.config_hash)}</td><td>{_known(prov.git_commit)}</td>"
-                    f'<td class="hash">{sha}</td><td>{html.escape(_fmt_duration(prov.wall_time_s))}</td>'
+                    f'<td class="hash">{sha}</td><td class="hash">{init}</td>'
+                    f"<td>{html.escape(_fmt_duration(prov.wall_time_s))}</td>"
                     f"<td>{_known(prov.device)}</td>"
                     f'<td class="cmd">{f"<code>{html.escape(prov.command)}</code>" if prov.command else _known(None)}'
                     f"</td></tr>")
@@ -823,7 +858,7 @@ def _html_provenance(table: Table, ti: int, metrics: tuple[str, ...], base: Path
         return ""
     head = "".join(f"<th>{h}</th>" for h in ["Row", "Column", "Run", "Seed", *(METRIC_LABEL[m] for m in metrics),
                                              "Files", "Config hash", "Git commit", "Checkpoint sha256",
-                                             "Wall time", "Device", "Command"])
+                                             "Init (weights sha256)", "Wall time", "Device", "Command"])
     return (f'<details class="prov" id="prov-{ti}"><summary>Provenance of the reproduced cells ({n_runs} '
             f"run(s)): files, config, command, commit, checkpoint</summary>\n"
             f'<div class="scroll"><table class="prov"><thead><tr>{head}</tr></thead>\n'
@@ -1017,7 +1052,7 @@ def tables_to_dict(tables: list[Table]) -> dict:
                 entry["flags"] = [{"marker": letters[f], "name": f[0], "value": f[1], "text": flag_text(*f)}
                                   for f in row.flags]
             rows.append(entry)
-        out_tables.append({"title": t.title, "benchmark": t.benchmark, "kind": t.kind,
+        out_tables.append({"title": t.title, "benchmark": t.benchmark, "kind": t.kind, "protocol": t.protocol,
                            "generated_benchmark": t.benchmark == "synthetic",
                            "columns": [_column_label(k) for k in t.columns], "rows": rows})
     return {"schema": JSON_SCHEMA, "std": "sample standard deviation (ddof=1) over the runs of a cell",

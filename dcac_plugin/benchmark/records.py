@@ -198,6 +198,8 @@ class Provenance:
         checkpoint_sha256: the recorded sha256 (``None``: compute it with :func:`checkpoint_digest`).
         checkpoint_recorded: True when the record names the checkpoint (``checkpoint`` key);
             False when it was looked up in the run folder.
+        init: how the model was initialised (``init``: ``random``, ``imagenet:<file>``, ``clip:<file>``...).
+        init_file, init_sha256: the initial weight file and its sha256 (``init_weights``).
         train_log: ``<run_dir>/train.log`` when it exists.
         wall_time_s: training + evaluation wall time in seconds.
         device: the device the run used.
@@ -218,6 +220,9 @@ class Provenance:
     wall_time_s: float | None = None
     device: str | None = None
     created: str | None = None
+    init: str | None = None
+    init_file: str | None = None
+    init_sha256: str | None = None
 
     def files(self) -> dict[str, str]:
         """The provenance files that exist on disk now: label -> path (as recorded)."""
@@ -299,6 +304,15 @@ def _provenance(obj: dict, path: Path | None, where: str) -> tuple[Provenance, i
         latest = latest_checkpoint(run_dir)
         ckpt_file = str(latest) if latest is not None else None
 
+    init_file = init_sha = None
+    iw = obj.get("init_weights")
+    if iw is not None:
+        if not isinstance(iw, dict) or not isinstance(iw.get("file"), str) or not (
+                isinstance(iw.get("sha256"), str) and re.fullmatch(r"[0-9a-fA-F]{64}", iw["sha256"])):
+            raise RecordError(f"{where}: key 'init_weights' must be null or an object with a 'file' string and a "
+                              f"'sha256' of 64 hex digits, got {iw!r}")
+        init_file, init_sha = iw["file"], iw["sha256"].lower()
+
     def existing(name: str) -> str | None:
         return str(run_dir / name) if run_dir is not None and (run_dir / name).is_file() else None
 
@@ -320,6 +334,9 @@ def _provenance(obj: dict, path: Path | None, where: str) -> tuple[Provenance, i
         wall_time_s=float(wall) if wall is not None else None,
         device=_optional(obj, "device", str, where),
         created=_optional(obj, "created", str, where),
+        init=_optional(obj, "init", str, where),
+        init_file=init_file,
+        init_sha256=init_sha,
     )
     return prov, seed
 
@@ -602,8 +619,14 @@ def _published_block(block: Any, kind: str, label: str, source: str, later: bool
                      flags: tuple[tuple[str, str], ...] = ()) -> list[PublishedResult]:
     if not isinstance(block, dict):
         raise RecordError(f"{where}: key '{ctx}' must map protocol keys to [mAP, Rank-1], got {block!r}")
+    if "flags" in block:  # a block's own flags add to (or override) its entry's
+        merged = dict(flags)
+        merged.update(_entry_flags(block, where, ctx))
+        flags = tuple(merged.items())
     out = []
     for key, val in block.items():
+        if key == "flags":
+            continue
         m, r = _published_pair(val, f"{where}: key '{ctx}.{key}'")
         out.append(PublishedResult(method or label, kind, str(key), m, r, source, later, label, tag, flags))
     return out
@@ -657,7 +680,8 @@ def parse_published(data: Any, where: str = "<published>") -> list[PublishedResu
     Top-level keys: ``source`` (the main publication), ``single_source`` / ``multi_source``
     (row name -> protocol key -> ``[mAP, Rank-1]``, all from ``source``), ``later_work`` and
     ``other_sources`` (row name -> an entry with its own ``source`` and optional ``method``,
-    ``tag`` and ``flags``, plus ``single_source`` / ``multi_source`` blocks).
+    ``tag`` and ``flags``, plus ``single_source`` / ``multi_source`` blocks). Any protocol block
+    may hold ``flags`` of its own (name -> short text), added to its entry's.
 
     Raises:
         RecordError: on a missing ``source``, a malformed entry, an unknown block, or two rows of

@@ -200,13 +200,14 @@ class PluginEngineMixin:
 
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> dict[str, float]:
         """One epoch: progress bar, running losses to the log and tensorboard, then the LR step."""
-        self.set_model_mode("train")
-        self.two_stepped_transfer_learning(self.epoch, fixbase_epoch, open_layers, model=self.raw_model())
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.epoch)
         self.on_epoch_start()
         self.set_model_mode("train")
+        # after the train mode, as torchreid does: during fixbase epochs the closed layers stay in eval
+        # mode (their BatchNorm statistics are not updated), not only without gradients
+        self.two_stepped_transfer_learning(self.epoch, fixbase_epoch, open_layers, model=self.raw_model())
         sums: dict[str, float] = {}
         n = 0
         loader = self.train_loader
