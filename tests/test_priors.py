@@ -50,7 +50,7 @@ CLIP_PATH, SD_PATH = PRIORS_DIR / CLIP_FILE, PRIORS_DIR / SD_FILE
 REPORT = json.loads((PRIORS_DIR / REPORT_FILE).read_text())
 
 
-def test_shipped_files_are_the_reported_ones():
+def test_shipped_files_are_the_reported_ones(tmp_path, monkeypatch):
     for name, f in REPORT["files"].items():
         p = PRIORS_DIR / name
         assert p.stat().st_size == f["bytes"] and file_sha256(p) == f["sha256"], name
@@ -58,7 +58,9 @@ def test_shipped_files_are_the_reported_ones():
     for cfg in ("configs/demo/clip_tiny.yaml", "configs/demo/dcac_tiny.yaml"):
         assert "dcac_plugin/resources/priors/clip_tiny.safetensors" in (ROOT / cfg).read_text()
     assert "dcac_plugin/resources/priors/sd_tiny.safetensors" in (ROOT / "configs/demo/dcac_tiny.yaml").read_text()
+    monkeypatch.chdir(tmp_path)  # a working directory without the repository
     assert Path(resolve_weight_path("dcac_plugin/resources/priors/clip_tiny.safetensors")).samefile(CLIP_PATH)
+    assert resolve_weight_path("dcac_plugin/resources/priors/nope.pt") == "dcac_plugin/resources/priors/nope.pt"
 
 
 def test_clip_prior_is_an_openai_layout_file_read_by_the_real_loader():

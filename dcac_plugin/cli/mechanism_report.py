@@ -154,7 +154,7 @@ def render(runs: dict[str, dict[int, dict[str, Any]]], priors: dict[str, Any], g
         f"![samples]({grid})",
         "",
         "**Files** (regenerate: `python tools/pretrain_priors.py --output dcac_plugin/resources/priors "
-        "--work output/priors-work --grid docs/priors_samples.png`; seeded, resumable):",
+        "--grid docs/priors_samples.png`; seeded, resumable; the corpus and checkpoints go to `output/priors-work`):",
         "",
         "| file | bytes | sha256 |",
         "|---|---:|---|",
@@ -163,10 +163,12 @@ def render(runs: dict[str, dict[int, dict[str, Any]]], priors: dict[str, Any], g
         L.append(f"| `{name}` | {f['bytes']:,} | `{f['sha256']}` |")
     L += [
         "",
-        f"Wall time on the shared 2-core machine (one torch thread per process; the CLIP and VAE stages run "
-        f"side by side): corpus {w.get('corpus_s', float('nan')):.0f} s, CLIP {w.get('clip_s', float('nan')):.0f} s, "
-        f"VAE {w.get('vae_s', float('nan')):.0f} s, UNet {w.get('unet_s', float('nan')):.0f} s; "
-        f"the whole command {priors.get('total_wall_s', priors['wall_time_this_call_s']):.0f} s.",
+        f"Wall time of the command that made the shipped files (`priors.json`), on the 2-core machine while "
+        f"other jobs kept its load average at 6–14 (one torch thread per process; the CLIP and VAE stages "
+        f"run side by side): CLIP {w.get('clip_s', float('nan')):.0f} s, VAE {w.get('vae_s', float('nan')):.0f} s, "
+        f"UNet {w.get('unet_s', float('nan')):.0f} s, figures included {priors['wall_time_this_call_s']:.0f} s in "
+        f"all; the corpus ({w.get('corpus_s', float('nan')):.0f} s here) was read from the cache of an earlier, "
+        "interrupted call of the same command. Unloaded, the same work takes a fraction of this (not measured).",
         "",
         "## The study",
         "",
@@ -196,20 +198,21 @@ def render(runs: dict[str, dict[int, dict[str, Any]]], priors: dict[str, Any], g
         for t in TARGETS:
             d = paired(runs, a, b, t)
             verdicts[(a, b, t)] = verdict([x for _, x in d])
-            per = ", ".join(f"{x:+.1f}" for _, x in d)
+            per = ", ".join(f"s{seed} {x:+.1f}" for seed, x in d)
             mean = f"{statistics.mean([x for _, x in d]):+.1f}" if d else "–"
             cells.append(f"{mean} ({per}): {verdicts[(a, b, t)]}" if d else "–")
         L.append(f"| {a} − {b} | {what} | " + " | ".join(cells) + " |")
-    seeds = sorted({s for rr in runs.values() for s in rr})
-    L += ["", f"Per-seed values in brackets, seeds {', '.join(map(str, seeds))} in that order. Rule: *better / "
+    L += ["", "Mean, then the per-seed differences in brackets. Rule: *better / "
           "worse beyond seed noise* when every seed's difference has that sign and the mean difference exceeds "
           "two standard errors (sample std / √n); otherwise *within seed noise*.", ""]
     L += ["## Conclusion", ""]
     L += conclusion(verdicts, runs)
     walls = {row: sum(r.get("wall_time_s", 0.0) for r in rr.values()) for row, rr in runs.items()}
     total = sum(walls.values())
-    L += ["", f"Study wall time: {total / 60:.0f} min of training and evaluation for "
-          f"{sum(len(rr) for rr in runs.values())} runs on the shared 2-core machine (one torch thread).", ""]
+    L += ["", f"Study cost: the {sum(len(rr) for rr in runs.values())} runs' wall times add up to {total / 60:.0f} min "
+          "(training and evaluation, one torch thread each, several runs at a time on the shared 2-core "
+          "machine; per row: " + ", ".join(f"{row} {walls[row] / 60:.0f} min" for row in ROWS if row in walls) + ").",
+          ""]
     return "\n".join(L)
 
 
@@ -218,7 +221,10 @@ def conclusion(verdicts: dict[tuple[str, str, str], str], runs: dict[str, dict[i
     out = []
     main = {t: verdicts.get(("dcac_priors", "clip_prior", t), "not measured") for t in TARGETS}
     cross = [main["msmt17"], main["dukemtmcreid"]]
-    if all(v == "better beyond seed noise" for v in cross):
+    if any(v in ("not measured", "one seed only") for v in main.values()):
+        out.append("- **The study is incomplete** (DCAC − CLIP baseline: " +
+                   ", ".join(f"{TARGETS[t]}: {main[t]}" for t in TARGETS) + "); no conclusion is drawn.")
+    elif all(v == "better beyond seed noise" for v in cross):
         out.append("- **DCAC beats its CLIP baseline beyond seed noise on both cross-domain protocols** at this "
                    "scale, from the same priors and settings.")
     elif any(v == "worse beyond seed noise" for v in cross):

@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         "<output>/work).",
     )
     p.add_argument("--output", default=str(PRIORS_DIR), help="output folder (default: the shipped priors' folder)")
-    p.add_argument("--work", default=None, help="corpus cache and checkpoints (default <output>/work)")
+    p.add_argument("--work", default="output/priors-work",
+                   help="corpus cache and checkpoints (default output/priors-work; kept out of the package)")
     p.add_argument("--grid", default=None, help="sample-grid PNG (default <output>/samples.png)")
     p.add_argument("--seed", type=int, default=d.seed, help="training seed")
     p.add_argument("--corpus-seed", type=int, default=c.seed, help="corpus generation seed")
