@@ -226,3 +226,20 @@ def test_hard_label_dcac_trains_the_encoder_exactly_as_the_clip_baseline(synthet
         assert torch.equal(a[k], b[k]), k
     assert any("lora_" in k for k in b)  # the diffusion branch did train
     assert base["results"] == hard["results"]
+
+
+def test_mechanism_report_rule_and_pairs():
+    from dcac_plugin.cli.mechanism_report import paired, verdict
+
+    assert verdict([0.0, 0.0, 0.0]) == "exactly equal"
+    assert verdict([1.0, 1.2, 0.9]) == "better beyond seed noise"  # mean 1.03 > 2 * 0.153 / sqrt(3)
+    assert verdict([-1.0, -1.2, -0.9]) == "worse beyond seed noise"
+    assert verdict([0.8, 1.8, -0.5]) == "within seed noise"  # signs differ
+    assert verdict([0.1, 3.0, 0.1]) == "within seed noise"  # mean 1.07 < 2 * 1.67 / sqrt(3) = 1.93
+    assert verdict([]) == "not measured" and verdict([2.0]) == "one seed only"
+
+    def rec(v):
+        return {"results": {"msmt17": {"mAP": v}}}
+
+    runs = {"a": {1: rec(10.0), 2: rec(12.0), 3: rec(11.0)}, "b": {1: rec(9.5), 3: rec(11.5)}}
+    assert paired(runs, "a", "b", "msmt17") == [(1, 0.5), (3, -0.5)]
