@@ -366,8 +366,10 @@ def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_s
         "status": _status(results, protocol["targets"]),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if is_plugin:
+        record["priors"] = prior_files(cfg)
     if record["model"] in TINY_METHODS:
-        record["method"] = TINY_METHODS[record["model"]]
+        record["method"] = tiny_method_label(record["model"], cfg)
     if distributed:
         record["world_size"] = dist_utils.world_size()
     if previous is not None:
@@ -375,6 +377,45 @@ def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_s
     atomic_write_json(record, save_dir / "results.json")
     logger.info("results written to %s", save_dir / "results.json")
     return record
+
+
+def prior_files(cfg: CfgNode) -> dict[str, dict[str, str]]:
+    """The pretrained weight files a plugin model starts from: ``{"clip"|"sd": {"file", "sha256"}}``.
+
+    ``sd`` only when the model has a diffusion branch; an empty path is recorded as random init.
+    """
+    from dcac_plugin.engine.build import plugin_model_name
+    from dcac_plugin.models.weights import resolve_weight_path
+
+    out = {}
+    wanted = [("clip", cfg.dcac.clip_weights)]
+    if plugin_model_name(cfg).startswith("dcac_"):
+        wanted.append(("sd", cfg.dcac.sd.weights))
+    for key, path in wanted:
+        found = resolve_weight_path(path)
+        if not path:
+            out[key] = {"file": "", "sha256": "", "init": "random"}
+        elif Path(found).is_file():
+            out[key] = {"file": str(path), "sha256": file_sha256(found)}
+        else:  # a diffusers folder
+            out[key] = {"file": str(path), "sha256": ""}
+    return out
+
+
+def tiny_method_label(model: str, cfg: CfgNode) -> str:
+    """Leaderboard label of a tiny model; variants that change what the method starts from or feeds
+    back are named (``[random-init CLIP]``, ``[random-init SD]``, ``[hard-label condition]``) so that
+    they never share a row with the plain method."""
+    tags = []
+    if not cfg.dcac.clip_weights:
+        tags.append("random-init CLIP")
+    if model == "dcac_tiny":
+        if not cfg.dcac.sd.weights:
+            tags.append("random-init SD")
+        if cfg.dcac.cond.hard_label:
+            tags.append("hard-label condition")
+    base = TINY_METHODS[model]
+    return f"{base} [{', '.join(tags)}]" if tags else base
 
 
 def _merge_evaluation(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

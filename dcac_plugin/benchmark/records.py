@@ -14,7 +14,9 @@ versions 1 and 2 are read (metrics are percentages, e.g. ``23.4`` for 23.4 % mAP
 Version 2 adds (all optional here, so that a partly written record still loads): ``"seed": int``
 (``train.seed``), ``"command": "<exact shell command line>"``, ``"argv": [...]`` and
 ``"checkpoint": {"file": "<path, relative to the run folder or absolute>", "sha256": "<hex>"}``
-(``null`` when the run kept no checkpoint).
+(``null`` when the run kept no checkpoint). Plugin models add ``"priors": {"clip": {"file", "sha256"},
+"sd": {"file", "sha256"}}``: the pretrained weight files the run started from (``"init": "random"``
+and empty strings for a random start; ``sd`` only for models with a diffusion branch).
 
 Provenance (:class:`Provenance`) is what the leaderboard shows per reproduced cell: the run folder
 (the folder of ``results.json``), its ``config.yaml`` and ``train.log`` when present, the recorded

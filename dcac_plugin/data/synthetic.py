@@ -175,6 +175,8 @@ def _camera(rng: np.random.Generator, st: DomainStyle) -> dict[str, Any]:
         tex = np.sin(xx / period * np.pi + rng.uniform(0, 6)) * (yy < horizon * ph + 10)
     elif st.texture == "lines":
         tex = ((yy % period) < 1.5).astype(np.float32) - 0.2
+    elif st.texture == "dots":  # the pretraining corpus's own background (dcac_plugin.data.corpus)
+        tex = (((yy % period) - period / 2) ** 2 + ((xx % period) - period / 2) ** 2 < (period / 4) ** 2) - 0.3
     else:  # diagonal
         tex = np.sin((xx + yy) / period * np.pi)
     plate = np.clip(plate + rng.uniform(0.05, 0.12) * tex[..., None], 0, 1).astype(np.float32)

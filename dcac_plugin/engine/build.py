@@ -38,18 +38,20 @@ __all__ = [
 
 def model_kwargs(cfg: CfgNode, num_cams: int) -> dict[str, Any]:
     """Builder keyword arguments of the plugin's models, from the ``dcac`` node."""
+    from dcac_plugin.models.weights import resolve_weight_path
+
     d = cfg.dcac
     extra: dict[str, Any] = {"vision": d.vision} if d.vision else {}
     return dict(
         **extra,
-        clip_weights=d.clip_weights,
+        clip_weights=resolve_weight_path(d.clip_weights),
         image_size=(cfg.data.height, cfg.data.width),
         stride=d.stride,
         freeze_patch_proj=d.freeze_patch_proj,
         num_cams=num_cams if d.sie else 0,
         sie_coef=d.sie_coef,
         bnneck_momentum=d.bnneck_momentum,
-        sd_weights=d.sd.weights,
+        sd_weights=resolve_weight_path(d.sd.weights),
         sd_use_ema=d.sd.use_ema,
         lora_rank=d.sd.lora_rank,
         lora_alpha=d.sd.lora_alpha,

@@ -75,6 +75,21 @@ def _fmt_keys(keys: list[str]) -> str:
     return f" [{shown}{more}]"
 
 
+#: Config paths under this prefix name files shipped inside the package (the tiny priors): they are
+#: found from any working directory and in an installed package, not only in a repository checkout.
+PACKAGE_PREFIX = "dcac_plugin/resources/"
+
+
+def resolve_weight_path(path: str | os.PathLike) -> str:
+    """``path`` itself when it exists (or is empty); a ``dcac_plugin/resources/...`` path that does not
+    exist relative to the working directory resolves to the installed package's own file."""
+    p = str(path)
+    if not p or Path(p).expanduser().exists() or not p.replace(os.sep, "/").startswith(PACKAGE_PREFIX):
+        return p
+    shipped = Path(__file__).resolve().parent.parent / "resources" / p.replace(os.sep, "/")[len(PACKAGE_PREFIX):]
+    return str(shipped) if shipped.exists() else p
+
+
 def _check_file(path: str | os.PathLike, what: str) -> Path:
     if not path:
         raise WeightLoadError(f"no {what} path given; pass a local file path")
