@@ -23,7 +23,8 @@ def test_a_checkout_reads_the_top_level_configs_folder():
     assert configs.root() == CONFIGS.resolve()
     on_disk = sorted(p.relative_to(CONFIGS).with_suffix("").as_posix() for p in CONFIGS.rglob("*.yaml"))
     assert configs.list() == on_disk and len(on_disk) >= 46
-    assert configs.list("suites/*") == ["suites/demo", "suites/paper_multi_source", "suites/paper_single_source"]
+    assert configs.list("suites/*") == ["suites/demo", "suites/mechanism", "suites/paper_multi_source",
+                                        "suites/paper_single_source"]
     assert "dcac_ma2ms" in configs.list() and "demo/dcac_tiny" in configs.list()
     assert "demo/vit_small" not in configs.list()  # json files are named with their suffix only
 
@@ -51,7 +52,7 @@ def test_suite_names():
     with pytest.raises(ConfigError, match="no config named 'demo'"):  # a suite is not a training config
         configs.path("demo")
     with pytest.raises(ConfigError, match=r"no suite named 'dcac_tiny' \(suites by name: demo, "
-                                          r"paper_multi_source, paper_single_source\)"):
+                                          r"mechanism, paper_multi_source, paper_single_source\)"):
         configs.path("dcac_tiny", kind="suite")
 
 
@@ -152,6 +153,6 @@ def test_train_and_benchmark_by_name_from_another_folder(tmp_path, monkeypatch, 
     assert re.search(r"\| dcac_tiny_ma2ms \| msmt17, market1501 \| 12 \|", out), out
     assert re.search(r"\| osnet_x0_25_ma2ms \| msmt17, market1501 \| \d+ \|", out), out
     with pytest.raises(FileNotFoundError, match=r"suite file not found: nope, and no suite named 'nope' "
-                                                r"\(suites by name: demo, paper_multi_source"):
+                                                r"\(suites by name: demo, mechanism, paper_multi_source"):
         load_suite("nope")
     assert not list(tmp_path.iterdir())  # a dry run writes nothing

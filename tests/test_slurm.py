@@ -195,7 +195,7 @@ def test_slurm_job_heartbeat_flags_failed_and_vanished_jobs(slurm_cluster, synth
                          ["train.max_epoch", 1, "data.root", str(tmp_path / "no_such_data")])
     flags = ["--slurm-partition", "debug", "--slurm-time", "00:09:00", "--slurm-cpus", "1", "--slurm-mem", "300M",
              "--slurm-option", "comment=dcac-flags-test"]
-    assert benchmark_main(["--suite", str(suite), "--output", str(out), "--no-wait", *flags]) == 0
+    assert benchmark_main(["--suite", str(suite), "--output", str(out), "--no-check-data", "--no-wait", *flags]) == 0
     assert "2 submitted" in capsys.readouterr().out
     jobs = {run: json.loads((out / f"{run}_ma" / "claim.json").read_text())["job_id"] for run in ("slow", "bad")}
     for job in jobs.values():
@@ -239,13 +239,13 @@ def test_slurm_job_heartbeat_flags_failed_and_vanished_jobs(slurm_cluster, synth
     # next runner (the suite now trains 1 epoch, and the bad run's data is fixed): the vanished
     # job's run is taken over and trained; the failed run is skipped without --retry-failed
     _write_suite(suite, synthetic_tiny_root, ["train.max_epoch", 1], ["train.max_epoch", 1])
-    assert benchmark_main(["--suite", str(suite), "--output", str(out)]) == 0
+    assert benchmark_main(["--suite", str(suite), "--output", str(out), "--no-check-data"]) == 0
     text = capsys.readouterr().out
     assert "slow_ma: ok in" in text and "1 ran" in text
     assert json.loads((out / "slow_ma" / RESULTS_FILE).read_text())["status"] == "ok"
     rows = _status(capsys, suite, out)
     assert rows["slow_ma"] == ("done", "") and rows["bad_ma"][0] == "failed"
-    assert benchmark_main(["--suite", str(suite), "--output", str(out), "--retry-failed"]) == 0
+    assert benchmark_main(["--suite", str(suite), "--output", str(out), "--no-check-data", "--retry-failed"]) == 0
     text = capsys.readouterr().out
     assert "bad_ma: ok in" in text and "1 ran" in text
     assert _status(capsys, suite, out) == {"bad_ma": ("done", ""), "slow_ma": ("done", "")}
