@@ -185,6 +185,18 @@ def check_steps(device_str: str, data: Path, work: Path, dry: bool, warmup: int,
     return results
 
 
+def _run_child(cmd: list[str], product: Path, check: str, setting: str) -> tuple[float, Result | None]:
+    """Run ``cmd``; ``(wall seconds, None)`` when it exits 0 and wrote ``product``, else a FAILED row
+    with the last lines of its output."""
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=_python_env())
+    wall = time.perf_counter() - t0
+    if p.returncode == 0 and product.is_file():
+        return wall, None
+    tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
+    return wall, Result(check, setting, "FAILED", f"exit {p.returncode}: {' | '.join(tail)}"[:300])
+
+
 # ----------------------------------------------------------------------------------------------- demo
 def check_demo(device_str: str, data: Path, work: Path, dry: bool) -> list[Result]:
     """``tools/train.py`` on the demo configs, as a user runs it; returns the run folders' metrics."""
@@ -195,14 +207,10 @@ def check_demo(device_str: str, data: Path, work: Path, dry: bool) -> list[Resul
         cmd = [sys.executable, str(ROOT / "tools/train.py"), "--config-file", str(ROOT / f"configs/demo/{name}.yaml"),
                "data.root", str(data), "data.save_dir", str(save), "train.max_epoch", epochs,
                "use_gpu", str(device_str == "cuda")]
-        t0 = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True, env=_python_env())
-        wall = time.perf_counter() - t0
         rfile = save / "results.json"
-        if p.returncode != 0 or not rfile.is_file():
-            tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
-            results.append(Result("demo", f"tools/train.py {name} ({epochs} ep)", "FAILED",
-                                  f"exit {p.returncode}: {' | '.join(tail)}"[:300]))
+        wall, failed = _run_child(cmd, rfile, "demo", f"tools/train.py {name} ({epochs} ep)")
+        if failed:
+            results.append(failed)
             continue
         rec = json.loads(rfile.read_text())
         metrics = "; ".join(f"{t} mAP {m['mAP']:.1f} R1 {m['rank1']:.1f}" for t, m in rec["results"].items())
@@ -299,14 +307,10 @@ def check_ddp(device_str: str, data: Path, work: Path) -> list[Result]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29517",
            str(Path(__file__).resolve()), "--ddp-child", "--device", device_str, "--data", str(data),
            "--work", str(work)]
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=_python_env())
-    wall = time.perf_counter() - t0
     summary = work / "ddp_summary.json"
-    if p.returncode != 0 or not summary.is_file():
-        tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
-        msg = f"exit {p.returncode}: {' | '.join(tail)}"[:300]
-        return [Result("ddp", "torchrun --nproc_per_node 1", "FAILED", msg)]
+    wall, failed = _run_child(cmd, summary, "ddp", "torchrun --nproc_per_node 1")
+    if failed:
+        return [failed]
     s = json.loads(summary.read_text())
     return [Result("ddp", f"torchrun --nproc_per_node 1 ({s['backend']})", "ok",
                    f"{wall:.0f} s; {s['wrapper']} over the engine, BNNeck {s['bnneck']}, 3 steps loss "
