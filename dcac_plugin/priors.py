@@ -426,15 +426,16 @@ def pretrain_priors(output: str | os.PathLike, cfg: PretrainConfig = PretrainCon
     """Make the corpus and the three priors; write ``clip_tiny.safetensors``, ``sd_tiny.safetensors``
     and ``priors.json`` (sanity figures, wall times, sha256) into ``output``.
 
-    Resumable: the corpus is cached in ``<output>/work/corpus.npz``; each stage checkpoints; a stage
-    whose result file exists is not trained again.
+    Resumable: the corpus is cached as ``corpus.npz`` in the ``work`` folder; each stage checkpoints;
+    a stage whose result file exists is not trained again.
 
     Args:
         output: output folder.
         cfg: training settings.
         corpus_spec: corpus size and seed.
         grid: where to write the sample-grid PNG (default ``<output>/samples.png``).
-        work: folder of the corpus cache and the checkpoints (default ``<output>/work``).
+        work: folder of the corpus cache and the checkpoints (default: a ``work`` folder inside
+            ``output``; the command line keeps it outside the package, in ``output/priors-work``).
 
     Returns:
         The report written to ``priors.json``.
