@@ -34,6 +34,7 @@ from dcac_plugin.benchmark.launchers import (
 )
 from dcac_plugin.benchmark.suite import FAILED_FILE, RESULTS_FILE, load_suite, run_suite
 from dcac_plugin.cli.benchmark import main as benchmark_main
+from dcac_plugin.utils.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,7 @@ class CountingTrain:
                                "targets": ["msmt17"], "benchmark": "synthetic", "variants": {}},
                   "results": {"msmt17": {"mAP": 1.0, "rank1": 2.0}}}
         save_dir.mkdir(parents=True, exist_ok=True)
-        (save_dir / RESULTS_FILE).write_text(json.dumps(record))
+        atomic_write_json(record, save_dir / RESULTS_FILE)  # as the real runner does: a reader never sees half a file
         return record
 
 

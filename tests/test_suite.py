@@ -26,6 +26,7 @@ from dcac_plugin.benchmark.suite import (
     run_suite,
 )
 from dcac_plugin.cli.benchmark import main as benchmark_main
+from dcac_plugin.utils.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ class FakeTrain:
             "status": "ok",
         }
         save_dir.mkdir(parents=True, exist_ok=True)
-        (save_dir / RESULTS_FILE).write_text(json.dumps(record))
+        atomic_write_json(record, save_dir / RESULTS_FILE)  # as the real runner does: a reader never sees half a file
         return record
 
 
