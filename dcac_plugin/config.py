@@ -17,11 +17,9 @@ from typing import Any
 
 from yacs.config import CfgNode as CN
 
+from dcac_plugin.errors import ConfigError
+
 logger = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A config file or override names an unknown key or gives a value of the wrong type."""
 
 
 def get_default_config() -> CN:

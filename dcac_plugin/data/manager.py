@@ -100,9 +100,9 @@ def build_datamanager(cfg: CfgNode, use_gpu: bool, plugin_views: bool, vae_view:
             otherwise torchreid's named transforms (``data.transforms``) as torchreid does.
         vae_view: the train loader yields ``[x, x_vae]`` (DCAC's second, un-augmented view).
     """
-    import dcac_plugin
+    from dcac_plugin.data.datasets import register_datasets
 
-    dcac_plugin.register()
+    register_datasets()  # the dataset half of dcac_plugin.register(): data needs only the datasets
     check_datasets(cfg)
     with prints_to_log():
         dm = tr.data.ImageDataManager(**imagedata_kwargs(cfg, use_gpu))
@@ -162,11 +162,15 @@ def test_split(cfg: CfgNode, name: str) -> tuple[list[tuple], list[tuple]]:
     Raises:
         DatasetLayoutError: the dataset is missing or malformed (the message gives the layout).
     """
-    import dcac_plugin
     from dcac_plugin._torchreid import image_dataset_registry
-    from dcac_plugin.data.datasets import check_dataset, custom_dataset_spec, read_custom_dataset
+    from dcac_plugin.data.datasets import (
+        check_dataset,
+        custom_dataset_spec,
+        read_custom_dataset,
+        register_datasets,
+    )
 
-    dcac_plugin.register()
+    register_datasets()  # the dataset half of dcac_plugin.register(): data needs only the datasets
     register_custom(cfg)
     spec = custom_dataset_spec(name)
     if spec is not None:
