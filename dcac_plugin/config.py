@@ -18,6 +18,8 @@ from typing import Any
 from yacs.config import CfgNode as CN
 
 from dcac_plugin.errors import ConfigError
+from dcac_plugin.protocols import DCAC_RERANK
+from dcac_plugin.utils.precision import AMP_MODES
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +99,7 @@ def get_default_config() -> CN:
     cfg.train.warmup_factor = 0.1  # warm-up starting factor (warmup_multi_step)
     cfg.train.print_freq = 20  # log every N batches
     cfg.train.seed = 1234  # random seed (torch, numpy, random)
-    cfg.train.amp = "auto"  # plugin models: auto (CUDA: fp16 + GradScaler, the original; CPU: off) | off | fp16 | bf16
+    cfg.train.amp = "auto"  # plugin models: utils.precision.AMP_MODES (auto = CUDA: fp16 + GradScaler; CPU: off)
     cfg.train.checkpoint_period = 1  # save a checkpoint every N epochs (always at the end)
     cfg.train.keep_checkpoints = 2  # keep the last N periodic checkpoints
     cfg.train.deterministic = True  # cudnn deterministic, benchmark off (paper)
@@ -135,9 +137,9 @@ def get_default_config() -> CN:
     cfg.test.eval_freq = -1  # evaluate every N epochs (-1: only at the end, paper)
     cfg.test.start_eval = 0  # first epoch at which periodic evaluation may run
     cfg.test.rerank = False  # k-reciprocal re-ranking at test time
-    cfg.test.rerank_k1 = 50  # re-ranking k1 (the original DCAC code's value; torchreid's default is 20)
-    cfg.test.rerank_k2 = 15  # re-ranking k2 (original DCAC; torchreid's default is 6)
-    cfg.test.rerank_lambda = 0.3  # re-ranking lambda (both)
+    cfg.test.rerank_k1 = DCAC_RERANK.k1  # re-ranking k1: 50, the original DCAC code's (torchreid's: 20)
+    cfg.test.rerank_k2 = DCAC_RERANK.k2  # re-ranking k2: 15, the original DCAC code's (torchreid's: 6)
+    cfg.test.rerank_lambda = DCAC_RERANK.lambda_value  # re-ranking lambda: 0.3 (both)
     cfg.test.chunk_size = 1024  # queries per chunk of the memory-bounded evaluator
     cfg.test.visrank = False  # write ranked-list pictures of every query to <save_dir>/visrank/<target>/
     cfg.test.visrank_topk = 10  # gallery images per ranked-list picture
@@ -329,7 +331,7 @@ def parse_custom_datasets(entries: Sequence[str]) -> list[CustomDatasetSpec]:
 
 #: keys whose value must be one of a fixed set (checked after every merge).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "train.amp": ("auto", "off", "fp16", "bf16"),
+    "train.amp": AMP_MODES,
 }
 
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from dcac_plugin.evaluation import kernels as _kernels
 from dcac_plugin.evaluation.kernels import compute_distance_chunk
+from dcac_plugin.protocols import DCAC_RERANK, TORCHREID_RERANK, RerankParams  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -372,9 +373,10 @@ class SparseReranker:
 
     # ---------------------------------------------------------------------------------------
     @classmethod
-    def from_features(cls, qf: torch.Tensor, gf: torch.Tensor, k1: int = 20, k2: int = 6,
-                      lambda_value: float = 0.3, metric: str = "euclidean", chunk_size: int | None = None,
-                      device: Any = None, keep_qg_bytes: int = 1 << 29) -> SparseReranker:
+    def from_features(cls, qf: torch.Tensor, gf: torch.Tensor, k1: int = TORCHREID_RERANK.k1,
+                      k2: int = TORCHREID_RERANK.k2, lambda_value: float = TORCHREID_RERANK.lambda_value,
+                      metric: str = "euclidean", chunk_size: int | None = None, device: Any = None,
+                      keep_qg_bytes: int = 1 << 29) -> SparseReranker:
         """Prepare from features ``qf`` ``[Q, D]``, ``gf`` ``[G, D]``.
 
         The base distance is torchreid's ``compute_distance_matrix(metric)`` (squared euclidean or
@@ -469,8 +471,9 @@ class SparseReranker:
         return cls(num_q, num_g, best_i, pair_fn, qg_fn, k1, k2, lambda_value, dev)
 
     @classmethod
-    def from_distances(cls, q_g_dist: Any, q_q_dist: Any, g_g_dist: Any, k1: int = 20, k2: int = 6,
-                       lambda_value: float = 0.3, chunk_size: int | None = None) -> SparseReranker:
+    def from_distances(cls, q_g_dist: Any, q_q_dist: Any, g_g_dist: Any, k1: int = TORCHREID_RERANK.k1,
+                       k2: int = TORCHREID_RERANK.k2, lambda_value: float = TORCHREID_RERANK.lambda_value,
+                       chunk_size: int | None = None) -> SparseReranker:
         """Prepare from torchreid-style distances (numpy or tensors): ``[Q,G]``, ``[Q,Q]``, ``[G,G]``."""
         _check_params(k1, k2, lambda_value)
         qg, qq, gg = (np.asarray(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t)
@@ -523,19 +526,20 @@ class SparseReranker:
         return cls(num_q, num_g, best_i, pair_fn, qg_fn, k1, k2, lambda_value, torch.device("cpu"))
 
 
-def re_ranking(q_g_dist: Any, q_q_dist: Any, g_g_dist: Any, k1: int = 20, k2: int = 6,
-               lambda_value: float = 0.3) -> np.ndarray:
+def re_ranking(q_g_dist: Any, q_q_dist: Any, g_g_dist: Any, k1: int = TORCHREID_RERANK.k1,
+               k2: int = TORCHREID_RERANK.k2, lambda_value: float = TORCHREID_RERANK.lambda_value) -> np.ndarray:
     """Drop-in for torchreid's ``utils.re_ranking``: re-ranked ``[Q, G]`` float32 distances.
 
     Args:
         q_g_dist: ``[Q, G]`` query-gallery distances. q_q_dist: ``[Q, Q]``. g_g_dist: ``[G, G]``.
-        k1, k2, lambda_value: re-ranking parameters (paper: 20, 6, 0.3).
+        k1, k2, lambda_value: re-ranking parameters (default :data:`TORCHREID_RERANK`: 20, 6, 0.3).
     """
     return SparseReranker.from_distances(q_g_dist, q_q_dist, g_g_dist, k1, k2, lambda_value).full()
 
 
-def re_ranking_features(qf: Any, gf: Any, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-                        metric: str = "euclidean", normalize: bool = False, chunk_size: int | None = None,
+def re_ranking_features(qf: Any, gf: Any, k1: int = TORCHREID_RERANK.k1, k2: int = TORCHREID_RERANK.k2,
+                        lambda_value: float = TORCHREID_RERANK.lambda_value, metric: str = "euclidean",
+                        normalize: bool = False, chunk_size: int | None = None,
                         device: Any = None) -> np.ndarray:
     """Memory-lean re-ranking from features; equals ``re_ranking`` on torchreid's distance matrices.
 
