@@ -28,8 +28,21 @@ def get_default_config() -> CN:
     """Return the full default config (a fresh, mutable ``CfgNode``)."""
     cfg = CN()
     cfg.use_gpu = True  # use CUDA when available (the single device decision; False forces CPU)
+    _add_model(cfg)
+    _add_data(cfg)
+    _add_sampler(cfg)
+    _add_train(cfg)
+    _add_loss(cfg)
+    _add_test(cfg)
+    _add_dcac(cfg)
+    _add_dcac_pcl(cfg)
+    _add_dcac_cond(cfg)
+    _add_dcac_sd(cfg)
+    return cfg
 
-    # ---------------------------------------------------------------- model
+
+def _add_model(cfg: CN) -> None:
+    """``model``: which network, and the weights it starts from."""
     cfg.model = CN()
     cfg.model.name = "dcac_vit_b16"  # dcac_vit_b16 | dcac_tiny | clip_reid_vit_b16 | clip_reid_tiny | torchreid names
     cfg.model.pretrained = False  # torchreid models: True needs model.pretrained_path (never downloads)
@@ -37,7 +50,9 @@ def get_default_config() -> CN:
     cfg.model.load_weights = ""  # weights to load before training/eval (our checkpoint or an official DCAC one)
     cfg.model.resume = ""  # checkpoint to resume from; 'auto' = the latest in data.save_dir
 
-    # ----------------------------------------------------------------- data
+
+def _add_data(cfg: CN) -> None:
+    """``data`` (datasets, input size, output folder) and the dataset-specific nodes."""
     cfg.data = CN()
     cfg.data.type = "image"  # torchreid data type (only image is supported by the plugin)
     cfg.data.root = "reid-data"  # root folder holding the dataset folders (real or generated)
@@ -66,7 +81,9 @@ def get_default_config() -> CN:
     cfg.cuhk03.classic_split = False  # CUHK03 (.mat release): classic 20-split protocol
     cfg.cuhk03.use_metric_cuhk03 = False  # single-gallery-shot CUHK03 metric (paper: Market protocol)
 
-    # -------------------------------------------------------------- sampler
+
+def _add_sampler(cfg: CN) -> None:
+    """``sampler`` (the P x K batch sampler) and torchreid's unused ``video`` node."""
     cfg.sampler = CN()
     cfg.sampler.train_sampler = "RandomIdentitySampler"  # P x K identity sampler (paper: 16 x 4)
     cfg.sampler.train_sampler_t = "RandomSampler"  # sampler of target train data (domain adaptation)
@@ -79,7 +96,9 @@ def get_default_config() -> CN:
     cfg.video.sample_method = "evenly"  # torchreid video option (unused)
     cfg.video.pooling_method = "avg"  # torchreid video option (unused)
 
-    # ---------------------------------------------------------------- train
+
+def _add_train(cfg: CN) -> None:
+    """``train`` (schedule, optimiser, precision, checkpoints) and the optimisers' own nodes."""
     cfg.train = CN()
     cfg.train.optim = "adam"  # adam | amsgrad | sgd | rmsprop | radam (Adam with coupled L2 for DCAC)
     cfg.train.lr = 5e-6  # base learning rate
@@ -117,7 +136,9 @@ def get_default_config() -> CN:
     cfg.adam.beta1 = 0.9  # Adam beta1
     cfg.adam.beta2 = 0.999  # Adam beta2 (paper 0.999; torchreid's own default is 0.99)
 
-    # ----------------------------------------------------------------- loss
+
+def _add_loss(cfg: CN) -> None:
+    """``loss``: the torchreid engines' losses."""
     cfg.loss = CN()
     cfg.loss.name = "softmax"  # torchreid models: softmax | triplet (softmax+triplet)
     cfg.loss.softmax = CN()
@@ -127,7 +148,9 @@ def get_default_config() -> CN:
     cfg.loss.triplet.weight_t = 1.0  # triplet loss weight
     cfg.loss.triplet.weight_x = 1.0  # softmax loss weight in the triplet engine
 
-    # ----------------------------------------------------------------- test
+
+def _add_test(cfg: CN) -> None:
+    """``test``: evaluation, re-ranking and ranked-list pictures."""
     cfg.test = CN()
     cfg.test.batch_size = 256  # evaluation batch size
     cfg.test.dist_metric = "euclidean"  # euclidean (squared) | cosine
@@ -144,7 +167,9 @@ def get_default_config() -> CN:
     cfg.test.visrank = False  # write ranked-list pictures of every query to <save_dir>/visrank/<target>/
     cfg.test.visrank_topk = 10  # gallery images per ranked-list picture
 
-    # ----------------------------------------------------------------- dcac
+
+def _add_dcac(cfg: CN) -> None:
+    """``dcac``: the method's own settings (paper values, ``docs/METHOD.md §10``)."""
     cfg.dcac = CN()
     cfg.dcac.use_diffusion = True  # False = the paper's CLIP ViT-B/16 baseline (no diffusion branch)
     cfg.dcac.clip_weights = ""  # local OpenAI CLIP ViT-B/16 file (TorchScript ViT-B-16.pt or state dict)
@@ -168,11 +193,17 @@ def get_default_config() -> CN:
     cfg.dcac.memory_batch_size = 256  # batch size of the per-epoch prototype memory rebuild
     cfg.dcac.vit_grad_checkpointing = False  # ViT activation checkpointing (same results, less memory)
 
+
+def _add_dcac_pcl(cfg: CN) -> None:
+    """``dcac.pcl``: the prototype memory of the contrastive loss."""
     cfg.dcac.pcl = CN()
     cfg.dcac.pcl.temperature = 0.01  # prototype memory temperature
     cfg.dcac.pcl.momentum = 0.2  # weight of the old prototype in the update
     cfg.dcac.pcl.hard_update = True  # update each prototype with its hardest sample of the batch
 
+
+def _add_dcac_cond(cfg: CN) -> None:
+    """``dcac.cond``: how identity probabilities condition the diffusion branch."""
     cfg.dcac.cond = CN()
     cfg.dcac.cond.prob_type = "fc"  # fc | pcl | fc+pcl | feature
     cfg.dcac.cond.tau = 1.0  # softmax temperature of the ID probabilities (0.6 MA & D, 0.1 C3)
@@ -180,6 +211,9 @@ def get_default_config() -> CN:
     cfg.dcac.cond.init_std = 1.0  # std of the ID-wise prompt bank initialisation
     cfg.dcac.cond.hard_label = False  # condition on the ground-truth prompt (ablation; no feedback)
 
+
+def _add_dcac_sd(cfg: CN) -> None:
+    """``dcac.sd``: the Stable Diffusion branch (weights, LoRA, VAE view, noise schedule)."""
     cfg.dcac.sd = CN()
     cfg.dcac.sd.weights = ""  # local SD v1.5 v1-5-pruned.ckpt / .safetensors or diffusers folder
     cfg.dcac.sd.use_ema = False  # take the EMA UNet weights of the single file (paper: non-EMA)
@@ -193,7 +227,6 @@ def get_default_config() -> CN:
     cfg.dcac.sd.beta_end = 0.012  # scaled_linear schedule end
     cfg.dcac.sd.cache_vae_moments = False  # cache VAE posterior moments on disk (same semantics, faster)
     cfg.dcac.sd.cache_dir = ""  # folder of the VAE moment cache ('' = <data.save_dir>/vae_cache)
-    return cfg
 
 
 def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | None = None) -> CN:
