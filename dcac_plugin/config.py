@@ -243,7 +243,7 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
             raise ConfigError(f"{config_file}: the file must map config keys to values (e.g. 'train:' then "
                               f"'  lr: 5e-6'); it holds a {type(data).__name__}")
         try:
-            cfg.merge_from_other_cfg(CN(data or {}))
+            cfg.merge_from_other_cfg(CN(_listify_yaml(data or {})))
         except KeyError as e:
             raise ConfigError(
                 f"{config_file}: unknown config key {_key_from(e)}; see dcac_plugin/config.py for the keys"
@@ -264,6 +264,7 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
             ) from None
         except ValueError as e:
             raise ConfigError(f"override '{key} {value}': {e}") from None
+    normalise_list_keys(cfg)
     parse_custom_datasets(cfg.data.custom)
     check_choices(cfg, "the overrides" if opts else "the defaults")
     return cfg
@@ -379,6 +380,49 @@ def check_choices(cfg: CN, where: str = "config") -> None:
             raise ConfigError(f"{where}: {key} must be {', '.join(allowed[:-1])} or {allowed[-1]}; got {node!r}")
 
 
+def _string_list_keys(node: CN, prefix: str = "") -> list[str]:
+    """Dotted keys whose value in ``node`` is a list of strings (or an empty list)."""
+    out: list[str] = []
+    for key, value in node.items():
+        if isinstance(value, CN):
+            out += _string_list_keys(value, f"{prefix}{key}.")
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            out.append(prefix + key)
+    return out
+
+
+#: config keys that hold a list of names (``data.sources``, ``data.targets``, ``train.open_layers``...):
+#: a single string given for one of them (a yaml ``targets: msmt17``, an override ``data.targets msmt17``)
+#: is normalised to a one-element list when the config is merged, so readers never see a string.
+LIST_KEYS: tuple[str, ...] = tuple(_string_list_keys(get_default_config()))
+
+
+def _listify_yaml(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config file's mapping with a string given for a :data:`LIST_KEYS` key made a one-element list."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            value = _listify_yaml(value, path + ".")
+        elif isinstance(value, str) and path in LIST_KEYS:
+            value = [value]
+        out[key] = value
+    return out
+
+
+def normalise_list_keys(cfg: CN) -> CN:
+    """Make every :data:`LIST_KEYS` key of ``cfg`` that holds a single string a one-element list
+    (:func:`merge_config` does it; for a config whose values were assigned in code). Returns ``cfg``."""
+    for key in LIST_KEYS:
+        node: Any = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.get(part) if isinstance(node, CN) else None
+        if isinstance(node, CN) and isinstance(node.get(leaf), str):
+            node[leaf] = [node[leaf]]
+    return cfg
+
+
 def _listify_if_needed(cfg: CN, key: str, value: Any) -> Any:
     """Let ``data.sources market1501`` mean ``['market1501']`` for list-valued keys."""
     node: Any = cfg
@@ -406,7 +450,7 @@ def config_hash(cfg: CN) -> str:
 
 
 def as_list(value: Any) -> list:
-    """A str or list config value as a list."""
+    """A str or list config value as a list (a merged config's :data:`LIST_KEYS` are lists already)."""
     if isinstance(value, str):
         return [value]
     return list(value)

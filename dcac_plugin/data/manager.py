@@ -10,7 +10,6 @@ import torch
 from yacs.config import CfgNode
 
 from dcac_plugin._torchreid import prints_to_log, tr
-from dcac_plugin.config import as_list
 from dcac_plugin.data import transforms as tfm
 
 logger = logging.getLogger(__name__)
@@ -18,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 def train_dataset_names(cfg: CfgNode) -> list[str]:
     """Source names as registered in torchreid (``msmt17`` → ``msmt17_trainval`` when asked)."""
-    names = as_list(cfg.data.sources)
+    names = list(cfg.data.sources)
     if cfg.data.msmt17_include_val:
         names = ["msmt17_trainval" if n == "msmt17" else n for n in names]
     return names
@@ -29,10 +28,10 @@ def imagedata_kwargs(cfg: CfgNode, use_gpu: bool) -> dict[str, Any]:
     return dict(
         root=cfg.data.root,
         sources=train_dataset_names(cfg),
-        targets=as_list(cfg.data.targets),
+        targets=list(cfg.data.targets),
         height=cfg.data.height,
         width=cfg.data.width,
-        transforms=as_list(cfg.data.transforms),
+        transforms=list(cfg.data.transforms),
         k_tfm=cfg.data.k_tfm,
         norm_mean=list(cfg.data.norm_mean),
         norm_std=list(cfg.data.norm_std),
@@ -69,7 +68,7 @@ def check_datasets(cfg: CfgNode) -> None:
 
     register_custom(cfg)
     variant = {"cuhk03_labeled": cfg.cuhk03.labeled_images}
-    sources, targets = train_dataset_names(cfg), as_list(cfg.data.targets)
+    sources, targets = train_dataset_names(cfg), list(cfg.data.targets)
     for name in dict.fromkeys(sources + targets):
         spec = custom_dataset_spec(name)
         if spec is None:
