@@ -245,7 +245,6 @@ def run(cfg: CfgNode, *, config_file: str | Path | None = None, command: Sequenc
 
 def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_start: float,
          device: torch.device, distributed: bool) -> dict[str, Any]:
-    import dcac_plugin
     from dcac_plugin import distributed as dist_utils
     from dcac_plugin.data.manager import build_datamanager
     from dcac_plugin.engine.base import latest_checkpoint
@@ -258,6 +257,7 @@ def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_s
         load_weights_for_eval,
         plugin_model_name,
     )
+    from dcac_plugin.registry import register
     from dcac_plugin.utils.runinfo import device_description, git_commit, library_versions
 
     evaluate_only = bool(cfg.test.evaluate)
@@ -266,7 +266,7 @@ def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_s
         atomic_write_text(cfg.dump(), save_dir / "config.yaml")
     logger.info("config: %s (hash %s); output: %s", config_file or "<defaults>", config_hash(cfg), save_dir)
     set_seed(cfg.train.seed, cfg.train.deterministic)
-    dcac_plugin.register()
+    register()
     is_plugin = is_plugin_config(cfg)
     use_diffusion = is_plugin and plugin_model_name(cfg).startswith("dcac_")
     # Evaluating saved weights needs only the encoder: no UNet/VAE, no CLIP or SD file.

@@ -134,7 +134,6 @@ def build_inference_model(cfg: CfgNode, weights: str | os.PathLike) -> tuple[tor
     Raises:
         WeightLoadError: the file is unreadable or does not match the model.
     """
-    import dcac_plugin
     from dcac_plugin.engine.build import build_plugin_model, is_plugin_config
     from dcac_plugin.models.weights import (
         WeightLoadError,
@@ -143,8 +142,9 @@ def build_inference_model(cfg: CfgNode, weights: str | os.PathLike) -> tuple[tor
         read_state_dict,
         unwrap_state_dict,
     )
+    from dcac_plugin.registry import register
 
-    dcac_plugin.register()
+    register()
     sd = unwrap_state_dict(read_state_dict(weights, "model weights"), weights)
     if is_plugin_config(cfg):
         fc = sd.get("encoder.fc.weight")
@@ -468,7 +468,7 @@ class FeatureExtractor:
 
     def metadata(self) -> dict[str, Any]:
         """What produced the features: model, weights, preprocessing, normalisation, metric, the config (yaml)."""
-        import dcac_plugin
+        from dcac_plugin._version import __version__
         from dcac_plugin.config import config_hash
 
         return {
@@ -485,7 +485,7 @@ class FeatureExtractor:
             "dist_metric": self.metric,
             "amp": self.amp,
             "device": str(self.device),
-            "dcac_plugin_version": dcac_plugin.__version__,
+            "dcac_plugin_version": __version__,
             "config": self.cfg.dump(),
         }
 
