@@ -443,6 +443,7 @@ def pretrain_priors(output: str | os.PathLike, cfg: PretrainConfig = PretrainCon
     out = Path(output)
     work = Path(work) if work else out / "work"
     work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     t0 = time.perf_counter()
     corpus = load_or_make_corpus(work / "corpus.npz", corpus_spec)
