@@ -128,7 +128,7 @@ def recorded_checkpoint(record: dict[str, Any], run_dir: str | Path | None) -> P
     ``None`` when the record names none (or not as ``{"file": str}``); the file is not looked at.
     """
     entry = record.get("checkpoint")
-    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry["file"]:
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
         return None
     f = Path(entry["file"])
     return f if f.is_absolute() or run_dir is None else Path(run_dir) / f
