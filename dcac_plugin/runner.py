@@ -31,16 +31,15 @@ import torch
 from yacs.config import CfgNode
 
 from dcac_plugin.config import ConfigError, as_list, config_hash, get_default_config, merge_config
-from dcac_plugin.utils.files import file_sha256, latest_loadable_checkpoint, read_results, write_error
+from dcac_plugin.runfolder import SCHEMA_VERSION as RESULTS_SCHEMA_VERSION  # the results.json schema written
+from dcac_plugin.runfolder import latest_loadable_checkpoint, read_results
+from dcac_plugin.utils.files import file_sha256, write_error
 from dcac_plugin.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("dcac_plugin")
 
 __all__ = ["RESULTS_SCHEMA_VERSION", "file_sha256", "load_config", "protocol_of", "run", "set_seed",
            "setup_logging"]
-
-#: 2: adds ``seed``, ``command``, ``argv``, ``checkpoint`` ({file, sha256}) and ``evaluations``.
-RESULTS_SCHEMA_VERSION = 2
 
 # The tiny models share the method, not the ViT-B/16 of the paper's rows: label them apart.
 TINY_METHODS = {"dcac_tiny": "DCAC (tiny)", "clip_reid_tiny": "CLIP baseline (tiny ViT, no diffusion branch)"}

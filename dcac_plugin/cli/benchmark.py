@@ -39,7 +39,6 @@ from dcac_plugin.benchmark.launchers import (
 from dcac_plugin.benchmark.leaderboard import build_tables, render
 from dcac_plugin.benchmark.records import RecordError, expand_per_target, load_records
 from dcac_plugin.benchmark.suite import (
-    RESULTS_FILE,
     Suite,
     SuiteError,
     check_random_init,
@@ -50,6 +49,7 @@ from dcac_plugin.benchmark.suite import (
     run_suite,
     select,
 )
+from dcac_plugin.runfolder import RESULTS_FILE
 
 logger = logging.getLogger(__name__)
 

@@ -444,7 +444,6 @@ def needs_of_entries(entries: Sequence[Any], root: str | None = None) -> list[Ne
     """
     from pathlib import Path
 
-    from dcac_plugin.benchmark.suite import entry_config
     from dcac_plugin.config import ConfigError
 
     needs: list[Need] = []
@@ -452,7 +451,7 @@ def needs_of_entries(entries: Sequence[Any], root: str | None = None) -> list[Ne
         if not Path(e.config_file).is_file():
             continue
         try:
-            cfg = entry_config(e)
+            cfg = e.config()  # RunEntry.config: the merged config, as the runner builds it
         except ConfigError:
             continue
         if root:

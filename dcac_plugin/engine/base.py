@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from dcac_plugin import distributed as dist_utils
 from dcac_plugin.evaluation.hooks import EvalHook, TargetEvaluation, build_named_hook, run_hooks
-from dcac_plugin.utils.files import CHECKPOINT_PATTERN, WriteError, latest_checkpoint  # noqa: F401  (re-exported)
+from dcac_plugin.runfolder import CHECKPOINT_PATTERN, checkpoint_name, checkpoints, latest_checkpoint  # noqa: F401
+from dcac_plugin.utils.files import WriteError
 from dcac_plugin.utils.io import atomic_torch_save
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ class PluginEngineMixin:
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
         try:
-            path = atomic_torch_save(state, self.save_dir / f"checkpoint_ep{epoch}.pth")
+            path = atomic_torch_save(state, self.save_dir / checkpoint_name(epoch))
         except WriteError as exc:
             kept = latest_checkpoint(self.save_dir)
             then = (f"; once fixed, --resume continues from {kept.name}" if kept is not None else
@@ -169,11 +170,7 @@ class PluginEngineMixin:
         return path
 
     def _prune_checkpoints(self) -> None:
-        found = sorted(
-            (int(m.group(1)), p) for p in self.save_dir.glob("checkpoint_ep*.pth")
-            if (m := CHECKPOINT_PATTERN.match(p.name))
-        )
-        for _, p in found[: -self.keep_checkpoints]:
+        for p in checkpoints(self.save_dir)[self.keep_checkpoints:]:  # newest first; keep_checkpoints >= 1
             p.unlink(missing_ok=True)
 
     def resume(self, path: str | Path) -> int:
