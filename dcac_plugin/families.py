@@ -1,7 +1,7 @@
 """Model families: everything that differs between the plugin's models and torchreid's, in one object.
 
 A family answers, for a config, every question the runner, the feature extractor and the suite
-used to answer with an ``if is_plugin`` branch: which model to build (and which smaller one
+used to answer with a plugin-or-torchreid branch: which model to build (and which smaller one
 evaluation needs), which train/test transforms, which weight files load how, what the model
 starts from (``init``), which engine trains it, whether DDP must look for unused parameters, and
 what the run's ``results.json`` says about it (``loss``, ``priors``, ``method``)::
