@@ -11,28 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-__version__ = "0.1.0"
+from dcac_plugin._version import __version__  # noqa: F401  (re-exported)
+from dcac_plugin.registry import register
 
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())
-
-_REGISTERED = False
-
-
-def register() -> None:
-    """Register the plugin's datasets (CUHK03-NP, MSMT17 train+val) and models with torchreid.
-
-    Safe to call any number of times.
-    """
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    from dcac_plugin.data.datasets import register_datasets
-    from dcac_plugin.models import register_models
-
-    register_datasets()
-    register_models()
-    _REGISTERED = True
 
 
 def build_model(name: str, num_classes: int, **kwargs: Any):

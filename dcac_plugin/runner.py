@@ -301,8 +301,8 @@ def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_s
 def _prepare(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_start: float,
              device: torch.device, distributed: bool) -> _Run:
     """Config copy, seeding, the model's family and the checkpoint an evaluation reads."""
-    import dcac_plugin
     from dcac_plugin import distributed as dist_utils
+    from dcac_plugin.registry import register
 
     r = _Run(cfg, config_file, command, save_dir, t_start, device, distributed, family_for(cfg))
     r.previous = read_results(save_dir) if r.evaluate_only else None
@@ -310,7 +310,7 @@ def _prepare(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path,
         atomic_write_text(cfg.dump(), save_dir / "config.yaml")
     logger.info("config: %s (hash %s); output: %s", config_file or "<defaults>", config_hash(cfg), save_dir)
     set_seed(cfg.train.seed, cfg.train.deterministic)
-    dcac_plugin.register()
+    register()
     main = dist_utils.is_main_process()
     r.saved = cfg.model.load_weights or (str(latest_loadable_checkpoint(save_dir, move_aside=main) or "")
                                          if r.evaluate_only else "")

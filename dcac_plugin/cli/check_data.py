@@ -82,9 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.opts and not args.config_file:
         raise ValueError(f"unexpected arguments {args.opts}: key value overrides need --config-file")
-    import dcac_plugin
+    from dcac_plugin.registry import register
 
-    dcac_plugin.register()
+    register()
     needs = _needs(args)
     t0 = time.perf_counter()
     reports = check_needs(needs, images=args.images)

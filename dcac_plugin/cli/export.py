@@ -43,14 +43,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _check_images(fx, args: argparse.Namespace) -> list[str]:
-    from dcac_plugin.config import as_list
     from dcac_plugin.data.datasets import DatasetLayoutError
     from dcac_plugin.data.manager import test_split
     from dcac_plugin.inference import list_images
 
     if args.check_images:
         return list_images(args.check_images)[: args.num_check]
-    for target in as_list(fx.cfg.data.targets):
+    for target in fx.cfg.data.targets:
         try:
             query, _ = test_split(fx.cfg, target)
         except (DatasetLayoutError, FileNotFoundError, ValueError) as exc:

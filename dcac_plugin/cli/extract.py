@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dcac_plugin.utils.precision import INFERENCE_AMP_MODES
+
 logger = logging.getLogger("dcac_plugin")
 
 
@@ -30,7 +32,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                           "checkpoint; with --run-dir it replaces the run's own checkpoint")
     src.add_argument("--device", default="", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     src.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-    src.add_argument("--amp", default="off", choices=("off", "fp16", "bf16"),
+    src.add_argument("--amp", default="off", choices=INFERENCE_AMP_MODES,
                      help="autocast (faster; features then differ slightly from the evaluation's)")
     src.add_argument("--workers", type=int, default=0, help="image-reading worker processes (default 0)")
     src.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE",

@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from tabulate import tabulate
 
     from dcac_plugin.inference.search import search_topk
+    from dcac_plugin.protocols import RerankParams
     from dcac_plugin.utils.io import atomic_write_json
 
     args = parse_args(argv)
@@ -70,10 +71,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     fx = extractor_from_args(args)
     qf, qpaths = _features(fx, args.query)
     gf, gpaths = _features(fx, args.gallery)
-    t = fx.cfg.test
     kw: dict[str, Any] = dict(metric=fx.metric, normalize=fx.normalize, rerank=args.rerank)
     if args.rerank:
-        kw.update(k1=int(t.rerank_k1), k2=int(t.rerank_k2), lambda_value=float(t.rerank_lambda))
+        kw.update(RerankParams.from_config(fx.cfg.test).kwargs())
     idx, dist = search_topk(qf, gf, args.topk, **kw)
     result = {
         "model": fx.model_name, "weights": str(fx.weights), "metric": fx.metric, "l2_normalized": fx.normalize,

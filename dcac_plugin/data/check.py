@@ -469,9 +469,9 @@ def check_entries(entries: Sequence[Any], images: str = "quick", suite_path: str
         None when every dataset the runs need is in place; otherwise one message: each problem on
         its own line with its fix, and how to see the full report or start anyway.
     """
-    import dcac_plugin
+    from dcac_plugin.data.datasets import register_datasets
 
-    dcac_plugin.register()
+    register_datasets()  # the dataset half of dcac_plugin.register(): data needs only the datasets
     reports = check_needs(needs_of_entries(entries), images=images)
     bad = [r for r in reports if not r.ok]
     if not bad:

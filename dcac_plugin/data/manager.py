@@ -10,7 +10,6 @@ import torch
 from yacs.config import CfgNode
 
 from dcac_plugin._torchreid import prints_to_log, tr
-from dcac_plugin.config import as_list
 from dcac_plugin.data import transforms as tfm
 
 logger = logging.getLogger(__name__)
@@ -18,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 def train_dataset_names(cfg: CfgNode) -> list[str]:
     """Source names as registered in torchreid (``msmt17`` → ``msmt17_trainval`` when asked)."""
-    names = as_list(cfg.data.sources)
+    names = list(cfg.data.sources)
     if cfg.data.msmt17_include_val:
         names = ["msmt17_trainval" if n == "msmt17" else n for n in names]
     return names
@@ -29,10 +28,10 @@ def imagedata_kwargs(cfg: CfgNode, use_gpu: bool) -> dict[str, Any]:
     return dict(
         root=cfg.data.root,
         sources=train_dataset_names(cfg),
-        targets=as_list(cfg.data.targets),
+        targets=list(cfg.data.targets),
         height=cfg.data.height,
         width=cfg.data.width,
-        transforms=as_list(cfg.data.transforms),
+        transforms=list(cfg.data.transforms),
         k_tfm=cfg.data.k_tfm,
         norm_mean=list(cfg.data.norm_mean),
         norm_std=list(cfg.data.norm_std),
@@ -69,7 +68,7 @@ def check_datasets(cfg: CfgNode) -> None:
 
     register_custom(cfg)
     variant = {"cuhk03_labeled": cfg.cuhk03.labeled_images}
-    sources, targets = train_dataset_names(cfg), as_list(cfg.data.targets)
+    sources, targets = train_dataset_names(cfg), list(cfg.data.targets)
     for name in dict.fromkeys(sources + targets):
         spec = custom_dataset_spec(name)
         if spec is None:
@@ -100,9 +99,9 @@ def build_datamanager(cfg: CfgNode, use_gpu: bool, plugin_views: bool, vae_view:
             otherwise torchreid's named transforms (``data.transforms``) as torchreid does.
         vae_view: the train loader yields ``[x, x_vae]`` (DCAC's second, un-augmented view).
     """
-    import dcac_plugin
+    from dcac_plugin.data.datasets import register_datasets
 
-    dcac_plugin.register()
+    register_datasets()  # the dataset half of dcac_plugin.register(): data needs only the datasets
     check_datasets(cfg)
     with prints_to_log():
         dm = tr.data.ImageDataManager(**imagedata_kwargs(cfg, use_gpu))
@@ -162,11 +161,15 @@ def test_split(cfg: CfgNode, name: str) -> tuple[list[tuple], list[tuple]]:
     Raises:
         DatasetLayoutError: the dataset is missing or malformed (the message gives the layout).
     """
-    import dcac_plugin
     from dcac_plugin._torchreid import image_dataset_registry
-    from dcac_plugin.data.datasets import check_dataset, custom_dataset_spec, read_custom_dataset
+    from dcac_plugin.data.datasets import (
+        check_dataset,
+        custom_dataset_spec,
+        read_custom_dataset,
+        register_datasets,
+    )
 
-    dcac_plugin.register()
+    register_datasets()  # the dataset half of dcac_plugin.register(): data needs only the datasets
     register_custom(cfg)
     spec = custom_dataset_spec(name)
     if spec is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from dcac_plugin import distributed as dist_utils
+from dcac_plugin.evaluation.hooks import EvalHook, TargetEvaluation, build_named_hook, run_hooks
 from dcac_plugin.utils.files import CHECKPOINT_PATTERN, WriteError, latest_checkpoint  # noqa: F401  (re-exported)
 from dcac_plugin.utils.io import atomic_torch_save
 
@@ -68,7 +70,8 @@ class PluginEngineMixin:
 
     def setup(self, *, device: torch.device, save_dir: str, eval_kwargs: dict[str, Any],
               print_freq: int = 20, checkpoint_period: int = 1, keep_checkpoints: int = 2,
-              ddp: bool = False, find_unused_parameters: bool = False, visrank_topk: int = 0) -> None:
+              ddp: bool = False, find_unused_parameters: bool = False,
+              eval_hooks: Sequence[EvalHook] = (), visrank_topk: int = 0) -> None:
         """Finish construction.
 
         Args:
@@ -82,8 +85,11 @@ class PluginEngineMixin:
             ddp: wrap the model in ``DistributedDataParallel`` for training (process group
                 already initialised); evaluation and checkpoints use the plain model on rank 0.
             find_unused_parameters: DDP option (parameters without gradient in some steps).
-            visrank_topk: > 0 writes, at each evaluation, every query's ranked list (top-k gallery
-                images) as a picture under ``<save_dir>/visrank/<target>/`` (``test.visrank``).
+            eval_hooks: called after each target's evaluation with a
+                :class:`dcac_plugin.evaluation.hooks.TargetEvaluation` (e.g.
+                :class:`dcac_plugin.inference.visrank.VisrankHook`, the ranked-list pictures).
+            visrank_topk: > 0 adds the ranked-list hook with this many gallery images (the older
+                spelling of ``eval_hooks=[VisrankHook(visrank_topk)]``; ``test.visrank``).
         """
         self.device = device
         self.save_dir = Path(save_dir)
@@ -95,6 +101,9 @@ class PluginEngineMixin:
         self.last_results: dict[str, dict[str, float]] = {}
         self.epoch = 0
         self.visrank_topk = max(0, int(visrank_topk))
+        self.eval_hooks: list[EvalHook] = list(eval_hooks)
+        if self.visrank_topk > 0:
+            self.eval_hooks.append(build_named_hook("visrank", topk=self.visrank_topk))
         self.train_model = self.raw_model()
         if ddp:
             from torch.nn.parallel import DistributedDataParallel
@@ -277,23 +286,21 @@ class PluginEngineMixin:
             camids.append(c.numpy() if torch.is_tensor(c) else np.asarray(c))
         return torch.cat(feats), np.concatenate(pids), np.concatenate(camids)
 
+    def target_evaluation(self, name: str, qf: torch.Tensor, gf: torch.Tensor, q_pids: np.ndarray,
+                          g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray,
+                          metrics: dict[str, float]) -> TargetEvaluation:
+        """What the evaluation hooks get for target ``name``."""
+        data = self.datamanager.test_dataset[name]
+        return TargetEvaluation(name, self.epoch, qf, gf, q_pids, g_pids, q_camids, g_camids, metrics,
+                                self.eval_kwargs, data["query"], data["gallery"], self.save_dir)
+
     def write_visrank(self, name: str, qf: torch.Tensor, gf: torch.Tensor, q_pids: np.ndarray, g_pids: np.ndarray,
                       q_camids: np.ndarray, g_camids: np.ndarray, metrics: dict[str, float]) -> Path:
         """Ranked-list pictures of every query of target ``name`` (torchreid visrank style) and an
-        ``index.html``, under ``<save_dir>/visrank/<name>/``; distances as the evaluator ranks them."""
-        from dcac_plugin.inference.visrank import ranked_lists, write_visrank
-
-        kw = self.eval_kwargs
-        dist_kw = dict(metric=kw.get("metric", "euclidean"), normalize=kw.get("normalize", False),
-                       rerank=kw.get("rerank", False))
-        if dist_kw["rerank"]:
-            dist_kw.update(k1=kw.get("k1", 20), k2=kw.get("k2", 6), lambda_value=kw.get("lambda_value", 0.3))
-        ranked = ranked_lists(qf, gf, q_pids, g_pids, q_camids, g_camids, self.visrank_topk, **dist_kw)
-        data = self.datamanager.test_dataset[name]
-        summary = {"target": name, "epoch": self.epoch, **{k: f"{v:.1f}" for k, v in metrics.items()},
-                   **{k: v for k, v in dist_kw.items()}}
-        return write_visrank(self.save_dir / "visrank" / name, ranked, data["query"], data["gallery"],
-                             range(len(data["query"])), title=f"ranked lists: {name}", summary=summary)
+        ``index.html``, under ``<save_dir>/visrank/<name>/``; distances as the evaluator ranks them.
+        (The ranked-list hook run once; ``eval_hooks`` runs it at every evaluation.)"""
+        hook = build_named_hook("visrank", topk=self.visrank_topk)
+        return hook(self.target_evaluation(name, qf, gf, q_pids, g_pids, q_camids, g_camids, metrics))
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, float]]:
@@ -321,8 +328,9 @@ class PluginEngineMixin:
             if self.writer is not None:
                 for k, v in row.items():
                     self.writer.add_scalar(f"Test/{name}/{k}", v, self.epoch)
-            if getattr(self, "visrank_topk", 0) > 0:
-                self.write_visrank(name, qf, gf, q_pids, g_pids, q_camids, g_camids, row)
+            hooks = getattr(self, "eval_hooks", ())
+            if hooks:
+                run_hooks(hooks, self.target_evaluation(name, qf, gf, q_pids, g_pids, q_camids, g_camids, row))
         self.last_results = results
         self.set_model_mode("train")
         dist_utils.barrier()

@@ -89,9 +89,9 @@ def export_metadata(fx: Any, opset: int, dynamic_batch: bool) -> dict[str, str]:
         "dynamic_batch": "true" if dynamic_batch else "false",
         "opset": str(opset),
     }
-    import dcac_plugin
+    from dcac_plugin._version import __version__
 
-    meta["dcac_plugin_version"] = dcac_plugin.__version__
+    meta["dcac_plugin_version"] = __version__
     return meta
 
 

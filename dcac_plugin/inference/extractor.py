@@ -134,10 +134,10 @@ def build_inference_model(cfg: CfgNode, weights: str | os.PathLike) -> tuple[tor
     Raises:
         WeightLoadError: the file is unreadable or does not match the model.
     """
-    import dcac_plugin
     from dcac_plugin.families import PluginFamily, family_for
+    from dcac_plugin.registry import register
 
-    dcac_plugin.register()
+    register()
     family = family_for(cfg)
     return family.build_inference_model(cfg, weights).eval(), isinstance(family, PluginFamily)
 
@@ -296,8 +296,8 @@ class FeatureExtractor:
 
     def __init__(self, cfg: CfgNode, weights: str | os.PathLike, *, device: str | torch.device | None = None,
                  batch_size: int = 64, amp: str = "off", workers: int = 0) -> None:
-        import dcac_plugin
         from dcac_plugin.families import family_for
+        from dcac_plugin.registry import register
 
         if amp not in ("off", "fp16", "bf16"):
             raise ValueError(f"amp must be off, fp16 or bf16; got {amp!r}")
@@ -311,7 +311,7 @@ class FeatureExtractor:
         self.amp = amp
         self.batch_size = int(batch_size)
         self.workers = int(workers)
-        dcac_plugin.register()
+        register()
         self.family = family_for(cfg)
         self.model = self.family.build_inference_model(cfg, self.weights).eval()
         self.model.to(self.device)
@@ -429,7 +429,7 @@ class FeatureExtractor:
 
     def metadata(self) -> dict[str, Any]:
         """What produced the features: model, weights, preprocessing, normalisation, metric, the config (yaml)."""
-        import dcac_plugin
+        from dcac_plugin._version import __version__
         from dcac_plugin.config import config_hash
 
         return {
@@ -446,7 +446,7 @@ class FeatureExtractor:
             "dist_metric": self.metric,
             "amp": self.amp,
             "device": str(self.device),
-            "dcac_plugin_version": dcac_plugin.__version__,
+            "dcac_plugin_version": __version__,
             "config": self.cfg.dump(),
         }
 

@@ -43,9 +43,9 @@ def library_versions() -> dict[str, str]:
 
 
 def _own_version() -> str:
-    import dcac_plugin
+    from dcac_plugin._version import __version__
 
-    return dcac_plugin.__version__
+    return __version__
 
 
 def device_description(device: torch.device) -> str:
