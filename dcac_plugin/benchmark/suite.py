@@ -469,10 +469,6 @@ def _config_error(entry: RunEntry) -> str | None:
     return None
 
 
-def _is_plugin_model(name: str) -> bool:
-    return name.startswith(("dcac_", "clip_reid_"))
-
-
 def check_random_init(entries: Sequence[RunEntry]) -> str | None:
     """Runs that would train a torchreid baseline from random weights on the real benchmark.
 
@@ -486,6 +482,7 @@ def check_random_init(entries: Sequence[RunEntry]) -> str | None:
         and the fix.
     """
     from dcac_plugin.config import ConfigError
+    from dcac_plugin.families import family_for
     from dcac_plugin.runner import protocol_of
 
     problems: dict[str, list[str]] = {}
@@ -496,7 +493,7 @@ def check_random_init(entries: Sequence[RunEntry]) -> str | None:
             cfg = entry_config(e)
         except ConfigError:
             continue  # the run fails on its own, with the config's message
-        if _is_plugin_model(cfg.model.name) or protocol_of(cfg)["benchmark"] != "real":
+        if not family_for(cfg).expects_imagenet_init or protocol_of(cfg)["benchmark"] != "real":
             continue
         if not cfg.model.pretrained:
             why = "model.pretrained is False"

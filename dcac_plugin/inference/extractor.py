@@ -16,11 +16,10 @@ normalises (``test.normalize_feature``). Distances between these features with
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -126,63 +125,21 @@ def build_inference_model(cfg: CfgNode, weights: str | os.PathLike) -> tuple[tor
     Plugin models (``dcac_*``, ``clip_reid_*``): only the re-ID encoder is built (no UNet/VAE, no
     CLIP or SD file read); ``weights`` is one of our checkpoints or an official DCAC ``source_*.pth``.
     torchreid models: built by name with ``num_classes`` taken from the checkpoint's classifier;
-    every tensor but the classifier must be in the file.
+    every tensor but the classifier must be in the file. (The model's family decides:
+    :meth:`dcac_plugin.families.ModelFamily.build_inference_model`.)
 
     Returns:
-        ``(model in eval mode, is_plugin)``.
+        ``(model in eval mode, whether it is one of the plugin's models)``.
 
     Raises:
         WeightLoadError: the file is unreadable or does not match the model.
     """
-    from dcac_plugin.engine.build import build_plugin_model, is_plugin_config
-    from dcac_plugin.models.weights import (
-        WeightLoadError,
-        load_official_dcac_checkpoint,
-        load_torchreid_pretrained,
-        read_state_dict,
-        unwrap_state_dict,
-    )
+    from dcac_plugin.families import PluginFamily, family_for
     from dcac_plugin.registry import register
 
     register()
-    sd = unwrap_state_dict(read_state_dict(weights, "model weights"), weights)
-    if is_plugin_config(cfg):
-        fc = sd.get("encoder.fc.weight")
-        cams = sd.get("encoder.cam_emb")
-        # built with random weights and strictly overwritten from the file right below: the builder's
-        # "randomly initialised" warning would be misleading here
-        with _quiet("dcac_plugin.models.clip_reid"):
-            model = build_plugin_model(cfg, int(fc.shape[0]) if fc is not None else 1,
-                                       int(cams.shape[0]) if cams is not None else 0, encoder_only=True,
-                                       load_clip=False)
-        load_official_dcac_checkpoint(model, weights)
-        return model.eval(), True
-    from dcac_plugin._torchreid import prints_to_log, tr
-
-    fc_keys = [k for k in sd if k.endswith("classifier.weight")]
-    num_classes = int(sd[fc_keys[0]].shape[0]) if fc_keys else 1
-    with prints_to_log(logging.DEBUG):
-        model = tr.models.build_model(cfg.model.name, num_classes, loss=cfg.loss.name, pretrained=False,
-                                      use_gpu=False)
-    report = load_torchreid_pretrained(model, weights)
-    missing = [k for k in report.missing if "classifier" not in k]
-    if missing:
-        raise WeightLoadError(
-            f"'{weights}' does not hold the whole {cfg.model.name} model: {len(missing)} tensors missing "
-            f"(e.g. {missing[:5]}); is it a checkpoint of this architecture (model.name)?")
-    return model.eval(), False
-
-
-@contextlib.contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    """Silence one logger below ERROR for the duration."""
-    log = logging.getLogger(name)
-    old = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(old)
+    family = family_for(cfg)
+    return family.build_inference_model(cfg, weights).eval(), isinstance(family, PluginFamily)
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -339,8 +296,8 @@ class FeatureExtractor:
 
     def __init__(self, cfg: CfgNode, weights: str | os.PathLike, *, device: str | torch.device | None = None,
                  batch_size: int = 64, amp: str = "off", workers: int = 0) -> None:
-        from dcac_plugin.data.manager import eval_transform
-        from dcac_plugin.engine.build import plugin_model_name
+        from dcac_plugin.families import family_for
+        from dcac_plugin.registry import register
 
         if amp not in ("off", "fp16", "bf16"):
             raise ValueError(f"amp must be off, fp16 or bf16; got {amp!r}")
@@ -354,19 +311,16 @@ class FeatureExtractor:
         self.amp = amp
         self.batch_size = int(batch_size)
         self.workers = int(workers)
-        self.model, self.is_plugin = build_inference_model(cfg, self.weights)
+        register()
+        self.family = family_for(cfg)
+        self.model = self.family.build_inference_model(cfg, self.weights).eval()
         self.model.to(self.device)
-        self.model_name = plugin_model_name(cfg)
-        self.transform = eval_transform(cfg, plugin=self.is_plugin)
+        self.model_name = self.family.model_name(cfg)
+        self.transform = self.family.eval_transform(cfg)
         self.normalize = bool(cfg.test.normalize_feature)
         self.metric = str(cfg.test.dist_metric)
         self.image_size = (int(cfg.data.height), int(cfg.data.width))
-        if self.is_plugin:
-            self.pixel_mean, self.pixel_std = list(cfg.dcac.pixel_mean), list(cfg.dcac.pixel_std)
-            self.interpolation = str(cfg.data.test_interpolation)
-        else:
-            self.pixel_mean, self.pixel_std = list(cfg.data.norm_mean), list(cfg.data.norm_std)
-            self.interpolation = "bilinear"
+        self.pixel_mean, self.pixel_std, self.interpolation = self.family.preprocessing(cfg)
         encoder = getattr(self.model, "encoder", None)
         self.uses_sie = getattr(encoder, "cam_emb", None) is not None
         self.feature_dim = int(self._forward(torch.zeros(1, 3, *self.image_size, device=self.device),
@@ -375,6 +329,13 @@ class FeatureExtractor:
         logger.info("feature extractor: %s from %s on %s (feature %d, %s %dx%d, L2 %s)", self.model_name,
                     self.weights, self.device, self.feature_dim, self.interpolation, *self.image_size,
                     "on" if self.normalize else "off")
+
+    @property
+    def is_plugin(self) -> bool:
+        """One of the plugin's models (legacy; :attr:`family` says which family)."""
+        from dcac_plugin.families import PluginFamily
+
+        return isinstance(self.family, PluginFamily)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
