@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
-from dcac_plugin.config import ConfigError, as_list, config_hash, get_default_config, merge_config
+from dcac_plugin.config import ConfigError, config_hash, get_default_config, merge_config
 from dcac_plugin.families import (  # TINY_METHODS, prior_files, tiny_method_label: moved there, importable here
     TINY_METHODS,  # noqa: F401
     ModelFamily,
@@ -39,6 +39,7 @@ from dcac_plugin.families import (  # TINY_METHODS, prior_files, tiny_method_lab
     prior_files,  # noqa: F401
     tiny_method_label,  # noqa: F401
 )
+from dcac_plugin.inference.visrank import VisrankHook
 from dcac_plugin.runfolder import SCHEMA_VERSION as RESULTS_SCHEMA_VERSION  # the results.json schema written
 from dcac_plugin.runfolder import latest_loadable_checkpoint, read_results
 from dcac_plugin.utils.files import file_sha256, write_error
@@ -154,7 +155,7 @@ def protocol_of(cfg: CfgNode) -> dict[str, Any]:
     """Protocol description for the results record (benchmark = real or synthetic data)."""
     from dcac_plugin.protocols import DATASET_CODES
 
-    sources, targets = as_list(cfg.data.sources), as_list(cfg.data.targets)
+    sources, targets = list(cfg.data.sources), list(cfg.data.targets)
     src = "+".join(DATASET_CODES.get(s, s) for s in sources)
     marker = Path(cfg.data.root) / "SYNTHETIC.json"
     variants: dict[str, Any] = {}
@@ -335,7 +336,7 @@ def _build(r: _Run) -> None:
                    print_freq=cfg.train.print_freq, checkpoint_period=cfg.train.checkpoint_period,
                    keep_checkpoints=cfg.train.keep_checkpoints, ddp=r.distributed,
                    find_unused_parameters=family.find_unused_parameters(cfg),
-                   visrank_topk=cfg.test.visrank_topk if cfg.test.visrank else 0)
+                   eval_hooks=[VisrankHook(cfg.test.visrank_topk)] if cfg.test.visrank else [])
     r.init, r.init_file = family.initial_weights(cfg, r.load_init)
 
 

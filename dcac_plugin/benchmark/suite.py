@@ -517,7 +517,7 @@ def plan_costs(entries: Sequence[RunEntry], gpus_per_run: int = 1,
                throughput: dict[str, float] | None = None) -> list[Any]:
     """:class:`~dcac_plugin.benchmark.cost.RunCost` per run (epochs and images from each run's config)."""
     from dcac_plugin.benchmark.cost import RunCost, throughput_for, train_images
-    from dcac_plugin.config import ConfigError, as_list
+    from dcac_plugin.config import ConfigError
 
     out = []
     for e in entries:
@@ -530,7 +530,7 @@ def plan_costs(entries: Sequence[RunEntry], gpus_per_run: int = 1,
                 logger.warning("%s: %s (no cost estimate)", e.run_name, exc)
             else:
                 epochs, images = int(cfg.train.max_epoch), train_images(cfg)
-                targets = tuple(as_list(cfg.data.targets))
+                targets = tuple(cfg.data.targets)
         out.append(RunCost(e.run_name, e.model or e.run_name, targets, epochs, images, gpus_per_run,
                            throughput_for(e.model or e.run_name, throughput or {})))
     return out

@@ -424,12 +424,11 @@ class Need:
 
 def needs_of_config(cfg: Any) -> list[Need]:
     """The datasets (sources and targets) a merged config reads, under its ``data.root``."""
-    from dcac_plugin.config import as_list
     from dcac_plugin.data.manager import register_custom
 
     register_custom(cfg)
     names = dict.fromkeys(["msmt17" if n == "msmt17_trainval" else n
-                           for n in as_list(cfg.data.sources) + as_list(cfg.data.targets)])
+                           for n in list(cfg.data.sources) + list(cfg.data.targets)])
     return [Need(n, osp.abspath(osp.expanduser(cfg.data.root)), bool(cfg.cuhk03.labeled_images)) for n in names]
 
 

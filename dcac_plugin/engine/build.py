@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from yacs.config import CfgNode
 
-from dcac_plugin.config import ConfigError, as_list
+from dcac_plugin.config import ConfigError
+from dcac_plugin.protocols import RerankParams
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def refuse_torchreid_finetuning(cfg: CfgNode) -> None:
     changed = []
     if cfg.train.fixbase_epoch != default.fixbase_epoch:
         changed.append("fixbase_epoch")
-    if as_list(cfg.train.open_layers) != as_list(default.open_layers):
+    if list(cfg.train.open_layers) != list(default.open_layers):
         changed.append("open_layers")
     if changed:
         keys = " and ".join(f"train.{k} ({cfg.train[k]!r})" for k in changed)
@@ -315,7 +316,7 @@ def eval_kwargs(cfg: CfgNode) -> dict[str, Any]:
     kw: dict[str, Any] = dict(metric=cfg.test.dist_metric, normalize=cfg.test.normalize_feature,
                               use_metric_cuhk03=cfg.cuhk03.use_metric_cuhk03, chunk_size=cfg.test.chunk_size)
     if cfg.test.rerank:
-        kw.update(rerank=True, k1=cfg.test.rerank_k1, k2=cfg.test.rerank_k2, lambda_value=cfg.test.rerank_lambda)
+        kw.update(rerank=True, **RerankParams.from_config(cfg.test).kwargs())
     return kw
 
 

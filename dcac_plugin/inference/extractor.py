@@ -33,6 +33,7 @@ from yacs.config import CfgNode
 
 from dcac_plugin.config import get_default_config, merge_config
 from dcac_plugin.utils.files import read_results
+from dcac_plugin.utils.precision import check_inference_amp
 
 logger = logging.getLogger(__name__)
 
@@ -299,16 +300,13 @@ class FeatureExtractor:
         from dcac_plugin.families import family_for
         from dcac_plugin.registry import register
 
-        if amp not in ("off", "fp16", "bf16"):
-            raise ValueError(f"amp must be off, fp16 or bf16; got {amp!r}")
+        check_inference_amp(amp)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.cfg = cfg
         self.weights = Path(weights)
         self.device = _resolve_device(device)
-        if amp == "fp16" and self.device.type != "cuda":
-            raise ValueError("amp fp16 needs CUDA; use bf16 on CPU, or off")
-        self.amp = amp
+        self.amp = check_inference_amp(amp, self.device)
         self.batch_size = int(batch_size)
         self.workers = int(workers)
         register()
