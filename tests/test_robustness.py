@@ -178,9 +178,10 @@ def test_bf16_autocast_tracks_fp32_over_ten_steps_on_real_batches(synthetic_tiny
     # autocast ran: every linear layer of the step computed in bf16 (encoder, heads, UNet, ...)
     assert len(dtypes["bf16"]) > 50 and set(dtypes["bf16"]) == {torch.bfloat16}, set(dtypes["bf16"])
     assert set(dtypes["fp32"]) == {torch.float32}
-    # and it changed the numbers: first-step total-loss gap measured 0.041 (loss_pcl 0.041, loss_ldm
-    # 2.6e-4, loss_id 2.4e-5); two fp32 engines from the same state give bit-identical losses
-    assert abs(losses["fp32"][0]["loss"] - losses["bf16"][0]["loss"]) > 4e-3
+    # and it changed the numbers: two fp32 engines from the same state give bit-identical losses (gap
+    # 0); the first-step total-loss gap under bf16 depends on the CPU's bf16 kernels: measured 0.041 on
+    # one machine and 0.0029 on an AMD EPYC, so the floor sits well below both and far above 0
+    assert abs(losses["fp32"][0]["loss"] - losses["bf16"][0]["loss"]) > 5e-4
     for name in ("fp32", "bf16"):
         ids = [r["loss_id"] for r in losses[name]]
         assert (ids[0] + ids[1]) / 2 - (ids[-2] + ids[-1]) / 2 > 0.025, (name, ids)  # measured 0.050
