@@ -46,16 +46,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dcac_plugin.data.corpus import CorpusSpec, load_or_make_corpus
+from dcac_plugin.shipped import CLIP_FILE, PRIORS_DIR, REPORT_FILE, RESOURCES, SD_FILE  # noqa: F401  (re-exported)
 from dcac_plugin.utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-RESOURCES = Path(__file__).resolve().parent / "resources"
-#: Where the shipped priors live (made by ``python tools/pretrain_priors.py --output <this folder>``).
-PRIORS_DIR = RESOURCES / "priors"
-CLIP_FILE = "clip_tiny.safetensors"
-SD_FILE = "sd_tiny.safetensors"
-REPORT_FILE = "priors.json"
 
 #: Tiny text tower: width = the tiny UNet's cross_attention_dim (32); OpenAI's BPE vocabulary.
 TEXT_CFG: dict[str, Any] = {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 3}

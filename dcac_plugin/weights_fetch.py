@@ -33,11 +33,12 @@ from typing import Any
 
 import yaml
 
+from dcac_plugin.shipped import RESOURCES
 from dcac_plugin.utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = Path(__file__).parent / "resources" / "weights_manifest.yaml"
+MANIFEST = RESOURCES / "weights_manifest.yaml"
 DIGESTS_FILE = "weights_digests.json"
 PARTIAL_DIR = ".partial"
 GROUPS = ("paper", "baselines", "dcac-release")

@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from dcac_plugin.priors import PRIORS_DIR, REPORT_FILE
+from dcac_plugin.shipped import PRIORS_DIR, REPORT_FILE
 from dcac_plugin.utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)

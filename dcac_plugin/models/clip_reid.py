@@ -13,9 +13,10 @@ import torch
 import torch.nn as nn
 from open_clip.transformer import LayerNorm, QuickGELU, VisionTransformer
 
+from dcac_plugin.shipped import RESOURCES
+
 logger = logging.getLogger(__name__)
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
 #: OpenAI CLIP ViT-B/16 image tower (open_clip "ViT-B-16-quickgelu"); image size is set by the builder.
 VIT_B16_CONFIG: dict[str, Any] = {

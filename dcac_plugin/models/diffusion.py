@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-logger = logging.getLogger(__name__)
+from dcac_plugin.shipped import RESOURCES
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+logger = logging.getLogger(__name__)
 
 #: LoRA targets of the original (docs/METHOD.md §4.5): q/k/v/out of both attentions + the GEGLU input projection.
 DEFAULT_LORA_TARGETS: tuple[str, ...] = (

@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dcac_plugin.shipped import RESOURCES
+
 logger = logging.getLogger(__name__)
 
 _MAX_LISTED = 20
@@ -86,7 +88,7 @@ def resolve_weight_path(path: str | os.PathLike) -> str:
     p = str(path)
     if not p or Path(p).expanduser().exists() or not p.replace(os.sep, "/").startswith(PACKAGE_PREFIX):
         return p
-    shipped = Path(__file__).resolve().parent.parent / "resources" / p.replace(os.sep, "/")[len(PACKAGE_PREFIX):]
+    shipped = RESOURCES / p.replace(os.sep, "/")[len(PACKAGE_PREFIX):]
     return str(shipped) if shipped.exists() else p
 
 
