@@ -74,9 +74,9 @@ def _checkpoint_sha(prov: Provenance) -> str:
             if digest else _known(None))
 
 
-def _run_line(row: Row, key: str, run: RunValue, metrics: tuple[str, ...], base: Path | None) -> str:
-    """One run's line of the provenance table (``run`` has a provenance)."""
-    prov: Provenance = run.provenance  # type: ignore[assignment]
+def _run_line(row: Row, key: str, run: RunValue, prov: Provenance, metrics: tuple[str, ...],
+              base: Path | None) -> str:
+    """One run's line of the provenance table (``prov``: the run's provenance)."""
     vals = "".join(f"<td>{fmt_value(run.metrics.get(m), False)}</td>" for m in metrics)
     init = _known(prov.init) + (f"<br><code>{prov.init_sha256}</code>" if prov.init_sha256 else "")
     command = f"<code>{html.escape(prov.command)}</code>" if prov.command else _known(None)
@@ -89,15 +89,15 @@ def _run_line(row: Row, key: str, run: RunValue, metrics: tuple[str, ...], base:
             f'<td class="cmd">{command}</td></tr>')
 
 
-def _cells_with_provenance(table: Table) -> list[tuple[int, int, Row, str, list[RunValue]]]:
-    """(row index, column index, row, column key, runs with provenance) of every reproduced cell that has some."""
+def _cells_with_provenance(table: Table) -> list[tuple[int, int, Row, str, list[tuple[RunValue, Provenance]]]]:
+    """(row index, column index, row, column key, [(run, its provenance)]) of every reproduced cell with some."""
     out = []
     for ri, row in enumerate(table.rows):
         if row.origin != "ours":
             continue
         for ci, key in enumerate(table.columns):
             cell = row.cells.get(key)
-            runs = [r for r in cell.runs if r.provenance is not None] if cell else []
+            runs = [(r, r.provenance) for r in cell.runs if r.provenance is not None] if cell else []
             if runs:
                 out.append((ri, ci, row, key, runs))
     return out
@@ -108,7 +108,8 @@ def provenance_block(table: Table, ti: int, metrics: tuple[str, ...], base: Path
     cells = _cells_with_provenance(table)
     if not cells:
         return ""
-    groups = [f'<tbody id="p{ti}-{ri}-{ci}">' + "".join(_run_line(row, key, run, metrics, base) for run in runs)
+    groups = [f'<tbody id="p{ti}-{ri}-{ci}">'
+              + "".join(_run_line(row, key, run, prov, metrics, base) for run, prov in runs)
               + "</tbody>" for ri, ci, row, key, runs in cells]
     n_runs = sum(len(runs) for *_, runs in cells)
     head = "".join(f"<th>{h}</th>" for h in [*_COLUMNS_BEFORE_METRICS, *(METRIC_LABEL[m] for m in metrics),
