@@ -89,10 +89,12 @@ def _shared_runs_stay_unchanged(request):
     for name, run in used.items():
         after = _listing(run)
         if after != before[name]:
-            changed = sorted(k for k in before[name].keys() | after.keys() if before[name].get(k) != after.get(k))
-            pytest.fail(f"{request.node.nodeid} changed the shared run folder {name} ({run}): "
-                        f"{', '.join(changed)} added, removed or rewritten. A test that writes into a run "
-                        f"works on a copy: shutil.copytree({name}, tmp_path / ...)", pytrace=False)
+            was = before[name]
+            changes = {"added": sorted(after.keys() - was.keys()), "removed": sorted(was.keys() - after.keys()),
+                       "rewritten": sorted(k for k in was.keys() & after.keys() if was[k] != after[k])}
+            what = "; ".join(f"{kind}: {', '.join(paths)}" for kind, paths in changes.items() if paths)
+            pytest.fail(f"{request.node.nodeid} changed the shared run folder {name} ({run}): {what}. A test that "
+                        f"writes into a run works on a copy: shutil.copytree({name}, tmp_path / ...)", pytrace=False)
 
 
 def pytest_collection_modifyitems(config, items):
