@@ -145,7 +145,8 @@ def _write_run_counts(reporter) -> None:
     for kind, _ in _runs:
         key = kind.split(" (")[0] + (" (raised)" if kind.endswith("(raised)") else "")
         counts[key] = counts.get(key, 0) + 1
-    reporter.write_line("runner runs in this process: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    reporter.write_line("runner runs in this process: "
+                        + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none"))
     if os.environ["DCAC_TEST_COUNT_RUNS"] == "list":
         for kind, test in _runs:
             reporter.write_line(f"  {kind}: {test}")
