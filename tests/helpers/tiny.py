@@ -42,11 +42,6 @@ SHARED_RUN_EXTRA = {
 _RECORDS: dict[Path, dict[str, Any]] = {}
 
 
-def config_path(kind: str) -> Path:
-    """The demo config file of a model kind (``dcac``, ``clip``, ``osnet``)."""
-    return ROOT / CONFIGS[kind]
-
-
 def train(config: str | Path, data_root: Path, out: Path, *opts: str) -> dict[str, Any]:
     """Train (and evaluate) one run into ``out`` through the CLI's ``main(argv)``; returns its record."""
     from dcac_plugin.cli.train import main
