@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import tiny
 from PIL import Image
 
 from dcac_plugin import runner
@@ -28,7 +29,7 @@ from dcac_plugin.models.weights import WeightLoadError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP_PRIOR = "dcac_plugin/resources/priors/clip_tiny.safetensors"
-TINY = ["data.workers", "0", "train.batch_size", "16", "test.batch_size", "64", "train.print_freq", "1"]
+TINY = tiny.TINY + ["train.print_freq", "1"]
 
 
 def _cfg(config: str | None = None, *opts: str):

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.transforms as T
+from helpers.tiny import TINY
 
 from dcac_plugin.config import get_default_config, merge_config
 from dcac_plugin.data.manager import build_datamanager
 from dcac_plugin.engine.build import build_engine
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.workers", "0", "train.batch_size", "16", "test.batch_size", "64"]
 
 
 def _cfg(config: str, root: Path, tmp_path: Path, *opts: str):
