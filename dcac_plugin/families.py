@@ -62,14 +62,8 @@ from dcac_plugin.engine.build import (
     refuse_torchreid_finetuning,
 )
 from dcac_plugin.models import PLUGIN_MODELS
-from dcac_plugin.models.weights import (
-    WeightLoadError,
-    load_official_dcac_checkpoint,
-    load_torchreid_pretrained,
-    read_state_dict,
-    resolve_weight_path,
-    unwrap_state_dict,
-)
+from dcac_plugin.models import weights as model_weights  # loaders looked up on call (tests replace them)
+from dcac_plugin.models.weights import WeightLoadError, read_state_dict, resolve_weight_path, unwrap_state_dict
 from dcac_plugin.utils.files import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -234,7 +228,7 @@ class PluginFamily(ModelFamily):
 
     def load_weights(self, model: torch.nn.Module, path: str | Path) -> Any:
         """Our checkpoint or an official DCAC release file (``source_*.pth``)."""
-        return load_official_dcac_checkpoint(model, path)
+        return model_weights.load_official_dcac_checkpoint(model, path)
 
     def load_saved(self, engine, path: str) -> None:
         """The encoder-only model takes its weights the way a release file is read."""
@@ -304,7 +298,7 @@ class TorchreidFamily(ModelFamily):
 
     def load_weights(self, model: torch.nn.Module, path: str | Path) -> Any:
         """A torchreid checkpoint (or ImageNet weights): matching tensors, classifier may differ."""
-        return load_torchreid_pretrained(model, path)
+        return model_weights.load_torchreid_pretrained(model, path)
 
     def load_saved(self, engine, path: str) -> None:
         """Our own checkpoint, through the engine (model, optimiser and epoch)."""

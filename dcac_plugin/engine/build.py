@@ -33,7 +33,8 @@ from dcac_plugin.engine.dcac_engine import DCACEngine
 from dcac_plugin.engine.schedule import build_scheduler
 from dcac_plugin.engine.torchreid_engines import TORCHREID_ENGINES
 from dcac_plugin.models import PLUGIN_MODELS, build_model
-from dcac_plugin.models.weights import load_official_dcac_checkpoint, load_torchreid_pretrained, resolve_weight_path
+from dcac_plugin.models import weights as model_weights  # loaders looked up on call (tests replace them)
+from dcac_plugin.models.weights import resolve_weight_path
 from dcac_plugin.protocols import RerankParams
 
 logger = logging.getLogger(__name__)
@@ -309,7 +310,8 @@ def load_weights_for_eval(engine, cfg: CfgNode, is_plugin: bool) -> str:
     Legacy entry point; ``dcac_plugin.families.family_for(cfg).load_config_weights(engine, cfg)``
     picks the loader from the config.
     """
-    return load_config_weights(engine, cfg, load_official_dcac_checkpoint if is_plugin else load_torchreid_pretrained)
+    return load_config_weights(engine, cfg, model_weights.load_official_dcac_checkpoint if is_plugin
+                               else model_weights.load_torchreid_pretrained)
 
 
 def load_config_weights(engine, cfg: CfgNode, loader: Callable[[torch.nn.Module, str], Any]) -> str:
