@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dcac_plugin.models.weights import load_sd_weights
 from dcac_plugin.shipped import RESOURCES
 
 logger = logging.getLogger(__name__)
@@ -310,8 +311,6 @@ def build_diffusion_branch(
     Order: build → load base weights (``sd_weights``: LDM single file or diffusers folder; '' → random,
     WARNING) → optional random q/k/v biases → LoRA.
     """
-    from dcac_plugin.models.weights import load_sd_weights
-
     u = build_unet(unet)
     v = build_vae(vae)
     if sd_weights:
