@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gdown
+import requests
 import torch
 import yaml
 from safetensors.torch import save_file
@@ -438,9 +440,6 @@ def gdown_download(url: str, out: Path, desc: str, retries: int = 3, timeout: fl
     Raises:
         FetchError: gdown could not fetch the file (the partial file is kept for the next call).
     """
-    import gdown
-    import requests
-
     out.parent.mkdir(parents=True, exist_ok=True)
     drive = "drive.google.com" in urllib.parse.urlsplit(url).netloc
     logger.info("%s: gdown %s", desc, url)

@@ -548,6 +548,7 @@ def _read_ldm_checkpoint(p: Path) -> dict[str, Any]:
 def _convert_ldm(ckpt: dict[str, Any], unet: nn.Module, vae: nn.Module,
                  p: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """diffusers' LDM → diffusers conversion of the UNet and the VAE tensors."""
+    # heavy (diffusers, 2-4 s): only an SD single-file checkpoint needs it; CLIP and re-ID weights load without
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
     try:
