@@ -24,18 +24,24 @@ import os.path as osp
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from dcac_plugin.data.synthetic import MARKER
 from PIL import Image
-from dcac_plugin.data.datasets import MSMT17_LISTS, MSMT17_VERSIONS
-from dcac_plugin.data.datasets import LAYOUTS, custom_dataset_spec
-from dcac_plugin.data.datasets import CUSTOM_LAYOUTS, DatasetLayoutError, read_custom_dataset
-from dcac_plugin.data.manager import register_custom
-from pathlib import Path
+
 from dcac_plugin.config import ConfigError
-from dcac_plugin.data.datasets import register_datasets
-from dcac_plugin.data.datasets import custom_dataset_spec
+from dcac_plugin.data.datasets import (
+    CUSTOM_LAYOUTS,
+    LAYOUTS,
+    MSMT17_LISTS,
+    MSMT17_VERSIONS,
+    DatasetLayoutError,
+    custom_dataset_spec,
+    read_custom_dataset,
+    register_datasets,
+)
+from dcac_plugin.data.manager import register_custom
+from dcac_plugin.data.synthetic import MARKER
 
 logger = logging.getLogger(__name__)
 

@@ -9,15 +9,16 @@ from typing import Any
 import torch
 from yacs.config import CfgNode
 
-from dcac_plugin._torchreid import prints_to_log, tr
+from dcac_plugin._torchreid import image_dataset_registry, prints_to_log, tr
+from dcac_plugin.config import ConfigError, parse_custom_datasets
 from dcac_plugin.data import transforms as tfm
-from dcac_plugin.config import parse_custom_datasets
-from dcac_plugin.data.datasets import register_custom_datasets
-from dcac_plugin.config import ConfigError
-from dcac_plugin.data.datasets import check_dataset, custom_dataset_spec, read_custom_dataset
-from dcac_plugin.data.datasets import register_datasets
-from dcac_plugin._torchreid import image_dataset_registry
-from dcac_plugin.data.datasets import check_dataset, custom_dataset_spec, read_custom_dataset, register_datasets
+from dcac_plugin.data.datasets import (
+    check_dataset,
+    custom_dataset_spec,
+    read_custom_dataset,
+    register_custom_datasets,
+    register_datasets,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 from PIL import Image
+
 from dcac_plugin._torchreid import tr
 
 logger = logging.getLogger(__name__)

@@ -38,11 +38,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
 
 from dcac_plugin.data.reader import read_image
-from safetensors import safe_open
-from tqdm import tqdm
-from safetensors.torch import save_file
 
 logger = logging.getLogger(__name__)
 
