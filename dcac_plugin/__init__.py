@@ -29,7 +29,7 @@ def build_model(name: str, num_classes: int, **kwargs: Any):
             ``loss``, ``pretrained`` (a local weight path or False), ``use_gpu``.
     """
     register()
-    from dcac_plugin.models import build_model as _build
+    from dcac_plugin.models import build_model as _build  # local: importing the package is light (docstring)
 
     return _build(name, num_classes, **kwargs)
 
@@ -37,7 +37,7 @@ def build_model(name: str, num_classes: int, **kwargs: Any):
 def __getattr__(name: str) -> Any:
     """``dcac_plugin.FeatureExtractor`` without importing torch-heavy modules at package import."""
     if name == "FeatureExtractor":
-        from dcac_plugin.inference.extractor import FeatureExtractor
+        from dcac_plugin.inference.extractor import FeatureExtractor  # local: the package root stays light
 
         return FeatureExtractor
     raise AttributeError(f"module 'dcac_plugin' has no attribute {name!r}")

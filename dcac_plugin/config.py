@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from yacs.config import CfgNode as CN
 
+from dcac_plugin.configs import resolve
 from dcac_plugin.errors import ConfigError
 from dcac_plugin.protocols import DCAC_RERANK
 from dcac_plugin.utils.precision import AMP_MODES
@@ -273,8 +275,6 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
 def _resolve_config_file(config_file: str) -> str:
     """An existing file as it is, else the config of that name (``dcac_ma2ms``, ``demo/dcac_tiny``;
     :mod:`dcac_plugin.configs`). Raises :class:`ConfigError` when it is neither."""
-    from dcac_plugin.configs import resolve
-
     return str(resolve(config_file))
 
 
@@ -287,8 +287,6 @@ def read_yaml(path: str | os.PathLike, error: type[Exception] = ConfigError, wha
             ``FILE line L column C: problem`` (1-based), with the opening bracket or block that
             the problem belongs to when yaml names one.
     """
-    import yaml
-
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()

@@ -49,6 +49,23 @@ from typing import Any, ClassVar
 import torch
 from yacs.config import CfgNode
 
+from dcac_plugin._torchreid import prints_to_log, tr
+from dcac_plugin.data.manager import build_datamanager, eval_transform
+from dcac_plugin.engine.build import (
+    build_plugin_engine,
+    build_plugin_model,
+    build_torchreid_engine,
+    build_torchreid_model,
+    build_vae_cache,
+    load_config_weights,
+    plugin_model_name,
+    refuse_torchreid_finetuning,
+)
+from dcac_plugin.models import PLUGIN_MODELS
+from dcac_plugin.models import weights as model_weights  # loaders looked up on call (tests replace them)
+from dcac_plugin.models.weights import WeightLoadError, read_state_dict, resolve_weight_path, unwrap_state_dict
+from dcac_plugin.utils.files import file_sha256
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -138,8 +155,6 @@ class ModelFamily(ABC):
 
     def load_config_weights(self, engine, cfg: CfgNode) -> str:
         """Load ``model.load_weights`` with :meth:`load_weights`; returns the path ('' when unset)."""
-        from dcac_plugin.engine.build import load_config_weights
-
         return load_config_weights(engine, cfg, self.load_weights)
 
     @abstractmethod
@@ -167,13 +182,9 @@ class PluginFamily(ModelFamily):
     expects_imagenet_init = False
 
     def matches(self, cfg: CfgNode) -> bool:
-        from dcac_plugin.models import PLUGIN_MODELS
-
         return self.model_name(cfg) in PLUGIN_MODELS
 
     def model_name(self, cfg: CfgNode) -> str:
-        from dcac_plugin.engine.build import plugin_model_name
-
         return plugin_model_name(cfg)
 
     def uses_diffusion(self, cfg: CfgNode) -> bool:
@@ -185,20 +196,14 @@ class PluginFamily(ModelFamily):
         return self.uses_diffusion(cfg) and bool(cfg.dcac.sd.cache_vae_moments) and not evaluate_only
 
     def check_config(self, cfg: CfgNode) -> None:
-        from dcac_plugin.engine.build import refuse_torchreid_finetuning
-
         refuse_torchreid_finetuning(cfg)
 
     def build_datamanager(self, cfg: CfgNode, use_gpu: bool, evaluate_only: bool):
         """The paper's views; DCAC's train loader also yields the VAE view unless cached or evaluating."""
-        from dcac_plugin.data.manager import build_datamanager
-
         vae_view = self.uses_diffusion(cfg) and not self.uses_vae_cache(cfg, evaluate_only) and not evaluate_only
         return build_datamanager(cfg, use_gpu=use_gpu, plugin_views=True, vae_view=vae_view)
 
     def eval_transform(self, cfg: CfgNode):
-        from dcac_plugin.data.manager import eval_transform
-
         return eval_transform(cfg, plugin=True)
 
     def preprocessing(self, cfg: CfgNode) -> tuple[list[float], list[float], str]:
@@ -206,21 +211,15 @@ class PluginFamily(ModelFamily):
 
     def build_model(self, cfg: CfgNode, num_classes: int, num_cams: int, *, encoder_only: bool = False,
                     load_init: bool = True, use_gpu: bool = False) -> torch.nn.Module:
-        from dcac_plugin.engine.build import build_plugin_model
-
         return build_plugin_model(cfg, num_classes, num_cams, encoder_only=encoder_only, load_clip=load_init)
 
     def build_engine(self, cfg: CfgNode, dm, device: torch.device, distributed: bool = False,
                      encoder_only: bool = False, load_init: bool = True):
-        from dcac_plugin.engine.build import build_plugin_engine
-
         return build_plugin_engine(cfg, dm, device, distributed, encoder_only=encoder_only, load_clip=load_init)
 
     def prepare_engine(self, cfg: CfgNode, dm, engine, device: torch.device, evaluate_only: bool) -> None:
         """Compute (or load) the VAE moment cache when DCAC trains from it."""
         if self.uses_vae_cache(cfg, evaluate_only):
-            from dcac_plugin.engine.build import build_vae_cache
-
             engine.vae_cache = build_vae_cache(cfg, dm, engine.model, device)
 
     def find_unused_parameters(self, cfg: CfgNode) -> bool:
@@ -229,9 +228,7 @@ class PluginFamily(ModelFamily):
 
     def load_weights(self, model: torch.nn.Module, path: str | Path) -> Any:
         """Our checkpoint or an official DCAC release file (``source_*.pth``)."""
-        from dcac_plugin.models.weights import load_official_dcac_checkpoint
-
-        return load_official_dcac_checkpoint(model, path)
+        return model_weights.load_official_dcac_checkpoint(model, path)
 
     def load_saved(self, engine, path: str) -> None:
         """The encoder-only model takes its weights the way a release file is read."""
@@ -246,8 +243,6 @@ class PluginFamily(ModelFamily):
 
     def build_inference_model(self, cfg: CfgNode, weights: str | Path) -> torch.nn.Module:
         """The encoder sized from the file (classes, cameras), no CLIP or SD file read."""
-        from dcac_plugin.models.weights import read_state_dict, unwrap_state_dict
-
         sd = unwrap_state_dict(read_state_dict(weights, "model weights"), weights)
         fc = sd.get("encoder.fc.weight")
         cams = sd.get("encoder.cam_emb")
@@ -285,13 +280,9 @@ class TorchreidFamily(ModelFamily):
 
     def build_datamanager(self, cfg: CfgNode, use_gpu: bool, evaluate_only: bool):
         """torchreid's named transforms (``data.transforms``), as torchreid builds them."""
-        from dcac_plugin.data.manager import build_datamanager
-
         return build_datamanager(cfg, use_gpu=use_gpu, plugin_views=False, vae_view=False)
 
     def eval_transform(self, cfg: CfgNode):
-        from dcac_plugin.data.manager import eval_transform
-
         return eval_transform(cfg, plugin=False)
 
     def preprocessing(self, cfg: CfgNode) -> tuple[list[float], list[float], str]:
@@ -299,21 +290,15 @@ class TorchreidFamily(ModelFamily):
 
     def build_model(self, cfg: CfgNode, num_classes: int, num_cams: int, *, encoder_only: bool = False,
                     load_init: bool = True, use_gpu: bool = False) -> torch.nn.Module:
-        from dcac_plugin.engine.build import build_torchreid_model
-
         return build_torchreid_model(cfg, num_classes, use_gpu)
 
     def build_engine(self, cfg: CfgNode, dm, device: torch.device, distributed: bool = False,
                      encoder_only: bool = False, load_init: bool = True):
-        from dcac_plugin.engine.build import build_torchreid_engine
-
         return build_torchreid_engine(cfg, dm, device)
 
     def load_weights(self, model: torch.nn.Module, path: str | Path) -> Any:
         """A torchreid checkpoint (or ImageNet weights): matching tensors, classifier may differ."""
-        from dcac_plugin.models.weights import load_torchreid_pretrained
-
-        return load_torchreid_pretrained(model, path)
+        return model_weights.load_torchreid_pretrained(model, path)
 
     def load_saved(self, engine, path: str) -> None:
         """Our own checkpoint, through the engine (model, optimiser and epoch)."""
@@ -331,9 +316,6 @@ class TorchreidFamily(ModelFamily):
         Raises:
             WeightLoadError: tensors other than the classifier's are missing from the file.
         """
-        from dcac_plugin._torchreid import prints_to_log, tr
-        from dcac_plugin.models.weights import WeightLoadError, read_state_dict, unwrap_state_dict
-
         sd = unwrap_state_dict(read_state_dict(weights, "model weights"), weights)
         fc_keys = [k for k in sd if k.endswith("classifier.weight")]
         num_classes = int(sd[fc_keys[0]].shape[0]) if fc_keys else 1
@@ -406,9 +388,6 @@ def prior_files(cfg: CfgNode) -> dict[str, dict[str, str]]:
 
     ``sd`` only when the model has a diffusion branch; an empty path is recorded as random init.
     """
-    from dcac_plugin.models.weights import resolve_weight_path
-    from dcac_plugin.utils.files import file_sha256
-
     out = {}
     wanted = [("clip", cfg.dcac.clip_weights)]
     if PluginFamily().uses_diffusion(cfg):

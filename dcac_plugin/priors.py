@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing as mp
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -41,12 +42,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import open_clip
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from diffusers import DDIMScheduler
+from open_clip.loss import ClipLoss
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from PIL import Image, ImageDraw
+from safetensors.torch import save_file
 
 from dcac_plugin.data.corpus import CorpusSpec, load_or_make_corpus
+from dcac_plugin.models.clip_reid import resolve_vision_config
+from dcac_plugin.models.diffusion import build_unet, build_vae, scaled_linear_betas
+from dcac_plugin.models.ldm_export import export_ldm_checkpoint
+from dcac_plugin.models.weights import load_sd_single_file, read_state_dict
 from dcac_plugin.shipped import CLIP_FILE, PRIORS_DIR, REPORT_FILE, RESOURCES, SD_FILE  # noqa: F401  (re-exported)
+from dcac_plugin.utils.files import file_sha256
 from dcac_plugin.utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -80,10 +92,6 @@ class PretrainConfig:
 
 def build_tiny_clip() -> nn.Module:
     """The tiny open_clip ``CLIP``: image tower = the tiny re-ID ViT, text tower = :data:`TEXT_CFG` (random)."""
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-
-    from dcac_plugin.models.clip_reid import resolve_vision_config
-
     vcfg = resolve_vision_config("tiny")
     vc = dict(vcfg["vision_cfg"])
     vc["image_size"] = tuple(vc["image_size"])
@@ -98,8 +106,6 @@ def clip_file_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_tiny_clip(path: str | os.PathLike) -> nn.Module:
     """A tiny CLIP with the weights of a file written by :func:`clip_file_state` (strict, fp32)."""
-    from dcac_plugin.models.weights import read_state_dict
-
     model = build_tiny_clip()
     sd = read_state_dict(path, "tiny CLIP")
     model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
@@ -108,8 +114,6 @@ def load_tiny_clip(path: str | os.PathLike) -> nn.Module:
 
 def tokenize(captions: list[str]) -> torch.Tensor:
     """open_clip's BPE tokens of ``captions``: [B, context_length] int64."""
-    import open_clip
-
     return open_clip.tokenize(list(captions), context_length=TEXT_CFG["context_length"])
 
 
@@ -141,8 +145,6 @@ def fold_latent_scale(vae: nn.Module, k: float) -> None:
 
 def sd_schedule(num_train_timesteps: int = 1000) -> torch.Tensor:
     """ᾱ_t of SD-1.5's scaled-linear schedule (β 0.00085 → 0.012): [T]."""
-    from dcac_plugin.models.diffusion import scaled_linear_betas
-
     return torch.cumprod(1.0 - scaled_linear_betas(num_train_timesteps), 0).float()
 
 
@@ -205,8 +207,6 @@ def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tenso
 def train_clip(corpus: dict[str, np.ndarray], train_idx: np.ndarray, cfg: PretrainConfig,
                work: Path) -> tuple[nn.Module, float]:
     """Stage 1: contrastive image–caption training of the tiny CLIP (open_clip ``ClipLoss``)."""
-    from open_clip.loss import ClipLoss
-
     torch.manual_seed(cfg.seed)
     model = build_tiny_clip().train()
     caps, inv = np.unique(corpus["captions"], return_inverse=True)
@@ -228,8 +228,6 @@ def train_clip(corpus: dict[str, np.ndarray], train_idx: np.ndarray, cfg: Pretra
 def train_vae(corpus: dict[str, np.ndarray], train_idx: np.ndarray, cfg: PretrainConfig,
               work: Path) -> tuple[nn.Module, float]:
     """Stage 2: the tiny VAE on the diffusion view (L2 reconstruction + ``vae_kl`` · KL)."""
-    from dcac_plugin.models.diffusion import build_vae
-
     torch.manual_seed(cfg.seed + 10)
     vae = build_vae("tiny").train()
 
@@ -269,8 +267,6 @@ def train_unet(moments: torch.Tensor, ctx: torch.Tensor, ctx_index: np.ndarray, 
         ctx: [U, L, 32] text token states of the U distinct captions; ``ctx_index`` [N] picks one.
         empty_ctx: [1, L, 32] states of the empty caption (the unconditional branch).
     """
-    from dcac_plugin.models.diffusion import build_unet
-
     torch.manual_seed(cfg.seed + 20)
     unet = build_unet("tiny").train()
     ac = sd_schedule()
@@ -351,8 +347,6 @@ def heldout_denoising_loss(unet: nn.Module, moments: torch.Tensor, ctx: torch.Te
 def sample_images(unet: nn.Module, vae: nn.Module, ctx: torch.Tensor, empty_ctx: torch.Tensor, scale: float,
                   seed: int = 0, steps: int = 30, guidance: float = 3.0) -> torch.Tensor:
     """DDIM samples (SD-1.5 schedule, classifier-free guidance) for each context: [B, 3, S, S] in [0, 1]."""
-    from diffusers import DDIMScheduler
-
     sched = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                           clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     sched.set_timesteps(steps)
@@ -368,8 +362,6 @@ def sample_images(unet: nn.Module, vae: nn.Module, ctx: torch.Tensor, empty_ctx:
 
 def save_grid(path: Path, rows: list[tuple[np.ndarray, torch.Tensor]], captions: list[str]) -> None:
     """PNG: per row one real held-out image (left, 128x64) then generated ones un-squashed to 128x64."""
-    from PIL import Image, ImageDraw
-
     tiles_w, gap, text_h = 64, 4, 14
     n = max(1 + s.shape[0] for _, s in rows)
     W = n * (tiles_w + gap) + gap + 8
@@ -504,8 +496,6 @@ def _start_vae_stage(out: Path, work: Path, cfg: PretrainConfig, spec: CorpusSpe
     """Start :func:`_vae_stage` in a spawned process unless its result (or the SD file) exists; the process or None."""
     if (out / SD_FILE).is_file() or (work / "vae.pt").is_file():
         return None
-    import multiprocessing as mp
-
     proc = mp.get_context("spawn").Process(target=_vae_stage, args=(str(work), cfg, spec))
     proc.start()
     return proc
@@ -523,8 +513,6 @@ def _join_vae_stage(proc: Any, vae_file: Path) -> None:
 def _clip_stage(out: Path, work: Path, corpus: dict[str, np.ndarray], split: _Split, cfg: PretrainConfig,
                 stages: _Stages) -> tuple[nn.Module, dict[str, Any]]:
     """Train and save the CLIP prior unless it exists; return it (as read back) and its held-out retrieval."""
-    from safetensors.torch import save_file
-
     clip_path = out / CLIP_FILE
     torch.manual_seed(cfg.seed)
     untrained_clip = build_tiny_clip().eval()
@@ -545,11 +533,6 @@ def _clip_stage(out: Path, work: Path, corpus: dict[str, np.ndarray], split: _Sp
 def _unet_stage(out: Path, work: Path, corpus: dict[str, np.ndarray], split: _Split, text: _CaptionStates,
                 cfg: PretrainConfig, stages: _Stages) -> None:
     """Unless the SD file exists: train the UNet on the finished VAE's latents and save both as one file."""
-    from safetensors.torch import save_file
-
-    from dcac_plugin.models.diffusion import build_vae
-    from dcac_plugin.models.ldm_export import export_ldm_checkpoint
-
     sd_path = out / SD_FILE
     if sd_path.is_file():
         return
@@ -571,9 +554,6 @@ def _unet_stage(out: Path, work: Path, corpus: dict[str, np.ndarray], split: _Sp
 def _sd_figures(sd_path: Path, corpus: dict[str, np.ndarray], split: _Split, text: _CaptionStates,
                 cfg: PretrainConfig, grid_path: Path) -> dict[str, Any]:
     """The SD prior read back through the project's own loader: held-out VAE and denoising figures, sample grid."""
-    from dcac_plugin.models.diffusion import build_unet, build_vae
-    from dcac_plugin.models.weights import load_sd_single_file
-
     unet, vae = build_unet("tiny"), build_vae("tiny")
     load_sd_single_file(unet, vae, sd_path)
     unet.eval(), vae.eval()
@@ -613,8 +593,6 @@ def _report(out: Path, cfg: PretrainConfig, corpus_spec: CorpusSpec, split: _Spl
             clip_fig: dict[str, Any], sd_fig: dict[str, Any], wall: dict[str, float],
             t_all: float) -> dict[str, Any]:
     """The ``priors.json`` report: settings, corpus sizes, file digests, sanity figures, wall times."""
-    from dcac_plugin.utils.files import file_sha256
-
     return {
         "command": "python tools/pretrain_priors.py --output <folder>",
         "config": asdict(cfg),

@@ -17,6 +17,7 @@ def register() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
+    # local: the package root imports this module, and importing dcac_plugin is light (no torch, no torchreid)
     from dcac_plugin.data.datasets import register_datasets
     from dcac_plugin.models import register_models
 

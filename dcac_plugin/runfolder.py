@@ -218,7 +218,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 def _probe_checkpoint(path: Path) -> None:
     """Raise when ``path`` cannot be read as a weight file: its diagnosis (empty, truncated...) or the
     loader's error. Memory-mapped: the tensors are not copied."""
-    from dcac_plugin.models.weights import read_state_dict
+    from dcac_plugin.models.weights import read_state_dict  # local: this module stays torch-free (docstring)
 
     read_state_dict(path, "checkpoint", mmap=True)
 

@@ -31,7 +31,10 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
+from dcac_plugin import distributed as dist_utils
 from dcac_plugin.config import ConfigError, config_hash, get_default_config, merge_config
+from dcac_plugin.engine.base import latest_checkpoint
+from dcac_plugin.engine.build import distribute_train_loader, eval_kwargs
 from dcac_plugin.families import (  # TINY_METHODS, prior_files, tiny_method_label: moved there, importable here
     TINY_METHODS,  # noqa: F401
     ModelFamily,
@@ -40,10 +43,13 @@ from dcac_plugin.families import (  # TINY_METHODS, prior_files, tiny_method_lab
     tiny_method_label,  # noqa: F401
 )
 from dcac_plugin.inference.visrank import VisrankHook
+from dcac_plugin.protocols import DATASET_CODES
+from dcac_plugin.registry import register
 from dcac_plugin.runfolder import SCHEMA_VERSION as RESULTS_SCHEMA_VERSION  # the results.json schema written
 from dcac_plugin.runfolder import latest_loadable_checkpoint, read_results
 from dcac_plugin.utils.files import file_sha256, write_error
 from dcac_plugin.utils.io import atomic_write_json, atomic_write_text
+from dcac_plugin.utils.runinfo import device_description, git_commit, library_versions
 
 logger = logging.getLogger("dcac_plugin")
 
@@ -153,8 +159,6 @@ def set_seed(seed: int, deterministic: bool) -> None:
 
 def protocol_of(cfg: CfgNode) -> dict[str, Any]:
     """Protocol description for the results record (benchmark = real or synthetic data)."""
-    from dcac_plugin.protocols import DATASET_CODES
-
     sources, targets = list(cfg.data.sources), list(cfg.data.targets)
     src = "+".join(DATASET_CODES.get(s, s) for s in sources)
     marker = Path(cfg.data.root) / "SYNTHETIC.json"
@@ -222,8 +226,6 @@ def run(cfg: CfgNode, *, config_file: str | Path | None = None, command: Sequenc
         The record written to ``<data.save_dir>/results.json`` (rank 0), with ``status`` ``ok`` when
         every target has finite metrics. Other DDP ranks return it with ``status`` ``worker``.
     """
-    from dcac_plugin import distributed as dist_utils
-
     if eval_only is not None and bool(eval_only) != bool(cfg.test.evaluate):
         cfg = cfg.clone()
         cfg.defrost()
@@ -286,8 +288,6 @@ class _Run:
 
 def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_start: float,
          device: torch.device, distributed: bool) -> dict[str, Any]:
-    from dcac_plugin import distributed as dist_utils
-
     r = _prepare(cfg, config_file, command, save_dir, t_start, device, distributed)
     _build(r)
     if r.evaluate_only:
@@ -302,9 +302,6 @@ def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_s
 def _prepare(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_start: float,
              device: torch.device, distributed: bool) -> _Run:
     """Config copy, seeding, the model's family and the checkpoint an evaluation reads."""
-    from dcac_plugin import distributed as dist_utils
-    from dcac_plugin.registry import register
-
     r = _Run(cfg, config_file, command, save_dir, t_start, device, distributed, family_for(cfg))
     r.previous = read_results(save_dir) if r.evaluate_only else None
     if dist_utils.is_main_process() and r.previous is None:
@@ -320,9 +317,6 @@ def _prepare(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path,
 
 def _build(r: _Run) -> None:
     """Data manager, engine (set up for this run) and what the model starts from."""
-    from dcac_plugin import distributed as dist_utils
-    from dcac_plugin.engine.build import distribute_train_loader, eval_kwargs
-
     cfg, family = r.cfg, r.family
     r.dm = family.build_datamanager(cfg, use_gpu=r.device.type == "cuda", evaluate_only=r.evaluate_only)
     if r.distributed:
@@ -358,9 +352,6 @@ def _evaluate_saved(r: _Run) -> None:
 
 def _train(r: _Run) -> None:
     """Train from ``model.load_weights`` or a resumed checkpoint (``model.resume``), evaluating as configured."""
-    from dcac_plugin import distributed as dist_utils
-    from dcac_plugin.engine.base import latest_checkpoint
-
     cfg = r.cfg
     if cfg.model.load_weights:
         r.family.load_config_weights(r.engine, cfg)
@@ -381,9 +372,6 @@ def _train(r: _Run) -> None:
 
 def _record(r: _Run) -> dict[str, Any]:
     """Write ``results.json`` (merged into the previous one when evaluating a run folder again)."""
-    from dcac_plugin import distributed as dist_utils
-    from dcac_plugin.utils.runinfo import device_description, git_commit, library_versions
-
     cfg, save_dir = r.cfg, r.save_dir
     protocol = protocol_of(cfg)
     record = {
@@ -436,8 +424,6 @@ def _merge_evaluation(previous: dict[str, Any], new: dict[str, Any]) -> dict[str
     new_key = new["protocol"]["key"].split("->", 1)
     if len(new_key) == 2 and "->" in str(proto.get("key", "")):
         src = str(proto["key"]).split("->", 1)[0]
-        from dcac_plugin.protocols import DATASET_CODES
-
         proto["key"] = f"{src}->{'+'.join(DATASET_CODES.get(t, t) for t in targets)}"
     merged["protocol"] = proto
     merged["schema_version"] = RESULTS_SCHEMA_VERSION

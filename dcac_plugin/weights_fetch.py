@@ -27,12 +27,19 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gdown
+import requests
+import torch
 import yaml
+from safetensors.torch import save_file
+from tqdm import tqdm
 
+from dcac_plugin._torchreid import torchreid_checkpoint_globals
 from dcac_plugin.shipped import RESOURCES
 from dcac_plugin.utils.io import atomic_write_json
 
@@ -220,23 +227,15 @@ class Verdict:
 
 def _loads_as_checkpoint(path: Path) -> str | None:
     """None when ``path`` reads as a weights-only torch file (or TorchScript archive); else the reason."""
-    import zipfile
-
-    import torch
-
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
             if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
                 return None  # TorchScript archive: structure readable, not unpickled here
-            from dcac_plugin._torchreid import torchreid_checkpoint_globals
-
             with torchreid_checkpoint_globals():
                 torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
         else:
-            from dcac_plugin._torchreid import torchreid_checkpoint_globals
-
             with torchreid_checkpoint_globals():
                 torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - reported as a reason
@@ -283,8 +282,6 @@ def verify(path: str | os.PathLike, entry: WeightFile, recorded: dict[str, Any] 
 
 
 def _bar(total: int | None, desc: str, initial: int = 0):
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
                 dynamic_ncols=True, leave=True, disable=None)
 
@@ -443,9 +440,6 @@ def gdown_download(url: str, out: Path, desc: str, retries: int = 3, timeout: fl
     Raises:
         FetchError: gdown could not fetch the file (the partial file is kept for the next call).
     """
-    import gdown
-    import requests
-
     out.parent.mkdir(parents=True, exist_ok=True)
     drive = "drive.google.com" in urllib.parse.urlsplit(url).netloc
     logger.info("%s: gdown %s", desc, url)
@@ -630,9 +624,6 @@ def convert_openai_clip(src: str | os.PathLike, out: str | os.PathLike) -> int:
     Returns:
         The number of tensors written.
     """
-    import torch
-    from safetensors.torch import save_file
-
     sd = torch.jit.load(str(src), map_location="cpu").state_dict()
     tensors = {k: v.detach().contiguous() for k, v in sd.items()
                if torch.is_tensor(v) and k not in ("input_resolution", "context_length", "vocab_size")}

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from yacs.config import CfgNode
 
+from dcac_plugin.config import get_default_config, merge_config
+
 __all__ = ["RunEntry", "entry_config"]
 
 
@@ -39,8 +41,6 @@ class RunEntry:
         Raises:
             ConfigError: unknown key or wrong type (the message names it).
         """
-        from dcac_plugin.config import get_default_config, merge_config
-
         return merge_config(get_default_config(), self.config_file, self.argv()[2:])
 
 

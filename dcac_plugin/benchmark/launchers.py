@@ -151,7 +151,7 @@ def training_command(argv: Sequence[str], nproc: int = 1, python: str | None = N
 
 def cuda_device_ids() -> list[int]:
     """``range(torch.cuda.device_count())`` (empty without CUDA)."""
-    import torch
+    import torch  # local: dcac_plugin.benchmark is torch-free (the suite runner and dry runs never load it)
 
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
@@ -417,7 +417,7 @@ def check_slurm() -> None:
         LauncherError: naming the problem and the fix.
     """
     try:
-        import submitit  # noqa: F401
+        import submitit  # noqa: F401  (optional dependency, extra "slurm": only the Slurm launcher needs it)
     except ImportError:
         raise LauncherError("--launcher slurm needs the submitit package, which is not installed: "
                             "pip install submitit (or pip install -e '.[slurm]')") from None
@@ -543,7 +543,7 @@ class SlurmLauncher(Launcher):
         self.heartbeat_s = claims.DEFAULT_HEARTBEAT_S if heartbeat_s is None else heartbeat_s
 
     def _executor(self, entry: RunEntry) -> Any:
-        import submitit
+        import submitit  # optional dependency (extra "slurm"): imported only by the Slurm launcher
 
         folder = entry.output_dir / SLURM_DIR
         folder.mkdir(parents=True, exist_ok=True)

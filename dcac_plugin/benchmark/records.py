@@ -53,6 +53,7 @@ from typing import Any
 
 import yaml
 
+from dcac_plugin.config import read_yaml, yaml_error_message
 from dcac_plugin.protocols import DATASET_CODES  # noqa: F401  (re-exported)
 from dcac_plugin.runfolder import (  # noqa: F401  (SCHEMA_VERSION, SCHEMA_VERSIONS: re-exported)
     CONFIG_FILE,
@@ -272,8 +273,6 @@ def _seed_from_config(config_yaml: Path) -> int | None:
     Raises:
         RecordError: the file cannot be read or does not parse (``FILE line L column C: ...``).
     """
-    from dcac_plugin.config import read_yaml
-
     cfg = read_yaml(config_yaml, RecordError, "run config")
     seed = (cfg.get("train") or {}).get("seed") if isinstance(cfg, dict) else None
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
@@ -753,13 +752,9 @@ def load_published(path: str | Path | None = None) -> list[PublishedResult]:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"published numbers file not found: {p}")
-        from dcac_plugin.config import read_yaml
-
         return parse_published(read_yaml(p, RecordError, "published numbers file"), str(p))
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        from dcac_plugin.config import yaml_error_message
-
         raise RecordError(yaml_error_message(where, exc)) from exc
     return parse_published(data, where)

@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from dcac_plugin.benchmark import claims
+from dcac_plugin.benchmark.cost import RunCost, throughput_for, train_images
 from dcac_plugin.benchmark.entries import RunEntry, entry_config
 from dcac_plugin.benchmark.launchers import (
     LAUNCHERS,
@@ -80,7 +81,9 @@ from dcac_plugin.benchmark.launchers import (
     sacct_state,
     squeue_state,
 )
-from dcac_plugin.benchmark.runfiles import write_failure
+from dcac_plugin.benchmark.runfiles import atomic_write_json, write_failure
+from dcac_plugin.config import ConfigError, read_yaml
+from dcac_plugin.configs import resolve
 from dcac_plugin.runfolder import FAILED_FILE, RESULTS_FILE, clear_failure, results_state
 
 logger = logging.getLogger(__name__)
@@ -444,9 +447,6 @@ def load_suite(path: str | Path) -> Suite:
         FileNotFoundError: neither a file nor a suite name.
         SuiteError: the file is malformed.
     """
-    from dcac_plugin.config import ConfigError, read_yaml
-    from dcac_plugin.configs import resolve
-
     try:
         path = resolve(path, kind="suite")
     except ConfigError as e:
@@ -459,9 +459,6 @@ def load_suite(path: str | Path) -> Suite:
 
 def _config_error(entry: RunEntry) -> str | None:
     """Why a run's config (a path, or a config name) cannot be read, or ``None`` when it can."""
-    from dcac_plugin.config import ConfigError
-    from dcac_plugin.configs import resolve
-
     try:
         resolve(entry.config_file)
     except ConfigError as e:
@@ -481,7 +478,7 @@ def check_random_init(entries: Sequence[RunEntry]) -> str | None:
         ``None`` when every run is fine; otherwise one message naming the runs, the missing files
         and the fix.
     """
-    from dcac_plugin.config import ConfigError
+    # local: these import torch and torchreid; the suite runner stays torch-free (dry runs, the leaderboard)
     from dcac_plugin.families import family_for
     from dcac_plugin.runner import protocol_of
 
@@ -516,9 +513,6 @@ def check_random_init(entries: Sequence[RunEntry]) -> str | None:
 def plan_costs(entries: Sequence[RunEntry], gpus_per_run: int = 1,
                throughput: dict[str, float] | None = None) -> list[Any]:
     """:class:`~dcac_plugin.benchmark.cost.RunCost` per run (epochs and images from each run's config)."""
-    from dcac_plugin.benchmark.cost import RunCost, throughput_for, train_images
-    from dcac_plugin.config import ConfigError
-
     out = []
     for e in entries:
         epochs = images = None
@@ -676,8 +670,6 @@ def run_suite(
     _check_before_start(suite, entries, retry_failed, check_data)
     _SuiteRun(summary, launcher, retry_failed, stale_after, heartbeat_s, poll_s).run(entries)
     summary.total_time_s = time.perf_counter() - t0
-    from dcac_plugin.utils.io import atomic_write_json
-
     atomic_write_json(summary.as_dict(), summary.output_root / SUMMARY_FILE)
     logger.info("%s", summary.text())
     return summary
@@ -720,7 +712,7 @@ def _check_before_start(suite: Suite, entries: Sequence[RunEntry], retry_failed:
         if problem:
             raise SuiteError(problem)
     if check_data:
-        from dcac_plugin.data.check import check_entries
+        from dcac_plugin.data.check import check_entries  # local: imports torch and torchreid (see check_random_init)
 
         pending = [e for e in entries if not _would_skip(results_state(e.output_dir)[0], retry_failed)]
         problem = check_entries(pending, images=check_data, suite_path=str(suite.path) if suite.path else None)

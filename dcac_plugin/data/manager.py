@@ -9,8 +9,16 @@ from typing import Any
 import torch
 from yacs.config import CfgNode
 
-from dcac_plugin._torchreid import prints_to_log, tr
+from dcac_plugin._torchreid import image_dataset_registry, prints_to_log, tr
+from dcac_plugin.config import ConfigError, parse_custom_datasets
 from dcac_plugin.data import transforms as tfm
+from dcac_plugin.data.datasets import (
+    check_dataset,
+    custom_dataset_spec,
+    read_custom_dataset,
+    register_custom_datasets,
+    register_datasets,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +63,11 @@ def imagedata_kwargs(cfg: CfgNode, use_gpu: bool) -> dict[str, Any]:
 
 def register_custom(cfg: CfgNode) -> None:
     """Register the config's ``data.custom`` datasets with torchreid (see README "Your own data")."""
-    from dcac_plugin.config import parse_custom_datasets
-    from dcac_plugin.data.datasets import register_custom_datasets
-
     register_custom_datasets(parse_custom_datasets(cfg.data.custom))
 
 
 def check_datasets(cfg: CfgNode) -> None:
     """Fail early, with the layout expected, when a dataset folder is missing or malformed."""
-    from dcac_plugin.config import ConfigError
-    from dcac_plugin.data.datasets import check_dataset, custom_dataset_spec, read_custom_dataset
-
     register_custom(cfg)
     variant = {"cuhk03_labeled": cfg.cuhk03.labeled_images}
     sources, targets = train_dataset_names(cfg), list(cfg.data.targets)
@@ -99,8 +101,6 @@ def build_datamanager(cfg: CfgNode, use_gpu: bool, plugin_views: bool, vae_view:
             otherwise torchreid's named transforms (``data.transforms``) as torchreid does.
         vae_view: the train loader yields ``[x, x_vae]`` (DCAC's second, un-augmented view).
     """
-    from dcac_plugin.data.datasets import register_datasets
-
     register_datasets()  # the dataset half of dcac_plugin.register(): data needs only the datasets
     check_datasets(cfg)
     with prints_to_log():
@@ -161,14 +161,6 @@ def test_split(cfg: CfgNode, name: str) -> tuple[list[tuple], list[tuple]]:
     Raises:
         DatasetLayoutError: the dataset is missing or malformed (the message gives the layout).
     """
-    from dcac_plugin._torchreid import image_dataset_registry
-    from dcac_plugin.data.datasets import (
-        check_dataset,
-        custom_dataset_spec,
-        read_custom_dataset,
-        register_datasets,
-    )
-
     register_datasets()  # the dataset half of dcac_plugin.register(): data needs only the datasets
     register_custom(cfg)
     spec = custom_dataset_spec(name)

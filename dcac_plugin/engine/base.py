@@ -17,10 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from dcac_plugin import distributed as dist_utils
+from dcac_plugin import evaluation  # evaluate_features looked up on call (tests replace it)
 from dcac_plugin.evaluation.hooks import EvalHook, TargetEvaluation, build_named_hook, run_hooks
+from dcac_plugin.models.weights import read_state_dict
 from dcac_plugin.runfolder import CHECKPOINT_PATTERN, checkpoint_name, checkpoints, latest_checkpoint  # noqa: F401
 from dcac_plugin.utils.files import WriteError
 from dcac_plugin.utils.io import atomic_torch_save
@@ -107,8 +111,6 @@ class PluginEngineMixin:
             self.eval_hooks.append(build_named_hook("visrank", topk=self.visrank_topk))
         self.train_model = self.raw_model()
         if ddp:
-            from torch.nn.parallel import DistributedDataParallel
-
             self.train_model = DistributedDataParallel(
                 self.raw_model(), device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=find_unused_parameters)
@@ -179,8 +181,6 @@ class PluginEngineMixin:
         Half-written checkpoints left by a process killed mid-write (``.checkpoint_ep*.pth.*.tmp``
         beside it; they never took a checkpoint's name) are removed.
         """
-        from dcac_plugin.models.weights import read_state_dict
-
         state = read_state_dict(path, "checkpoint")  # weights_only; an unreadable file gets its diagnosis
         if dist_utils.is_main_process():
             for stale in Path(path).parent.glob(".checkpoint_ep*.pth.*.tmp"):
@@ -244,8 +244,6 @@ class PluginEngineMixin:
 
         Returns the per-target metrics of the final evaluation.
         """
-        from torch.utils.tensorboard import SummaryWriter
-
         self.max_epoch = max_epoch
         if self.writer is None and dist_utils.is_main_process():
             self.writer = SummaryWriter(log_dir=str(self.save_dir / "tensorboard"))
@@ -305,8 +303,6 @@ class PluginEngineMixin:
 
         Under DDP only rank 0 evaluates (the others wait and return ``{}``).
         """
-        from dcac_plugin.evaluation import evaluate_features
-
         if not dist_utils.is_main_process():
             dist_utils.barrier()
             return {}
@@ -316,7 +312,7 @@ class PluginEngineMixin:
             t0 = time.time()
             qf, q_pids, q_camids = self._features(loaders["query"])
             gf, g_pids, g_camids = self._features(loaders["gallery"])
-            metrics = evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, **self.eval_kwargs)
+            metrics = evaluation.evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, **self.eval_kwargs)
             row = {k: float(metrics[k]) for k in ("mAP", "rank1", "rank5", "rank10", "mINP")}
             results[name] = row
             logger.info("%s: mAP %.1f  R1 %.1f  R5 %.1f  R10 %.1f  mINP %.1f  (%d q x %d g, %.1f s)", name,

@@ -21,7 +21,20 @@ from typing import Any
 import torch
 from yacs.config import CfgNode
 
-from dcac_plugin.config import ConfigError
+from dcac_plugin import distributed as dist_utils
+from dcac_plugin._torchreid import tr
+from dcac_plugin.config import ConfigError, get_default_config
+from dcac_plugin.data.manager import sequential_train_loader
+from dcac_plugin.data.samplers import DistributedIdentitySampler
+from dcac_plugin.data.transforms import vae_transform
+from dcac_plugin.data.vae_cache import VAEMomentCache
+from dcac_plugin.distributed import convert_bnneck
+from dcac_plugin.engine.dcac_engine import DCACEngine
+from dcac_plugin.engine.schedule import build_scheduler
+from dcac_plugin.engine.torchreid_engines import TORCHREID_ENGINES
+from dcac_plugin.models import PLUGIN_MODELS, build_model
+from dcac_plugin.models import weights as model_weights  # loaders looked up on call (tests replace them)
+from dcac_plugin.models.weights import resolve_weight_path
 from dcac_plugin.protocols import RerankParams
 
 logger = logging.getLogger(__name__)
@@ -48,8 +61,6 @@ __all__ = [
 
 def model_kwargs(cfg: CfgNode, num_cams: int) -> dict[str, Any]:
     """Builder keyword arguments of the plugin's models, from the ``dcac`` node."""
-    from dcac_plugin.models.weights import resolve_weight_path
-
     d = cfg.dcac
     extra: dict[str, Any] = {"vision": d.vision} if d.vision else {}
     return dict(
@@ -91,8 +102,6 @@ def is_plugin_config(cfg: CfgNode) -> bool:
 
     Legacy question: the runner, extractor and suite ask :func:`dcac_plugin.families.family_for`.
     """
-    from dcac_plugin.models import PLUGIN_MODELS
-
     return plugin_model_name(cfg) in PLUGIN_MODELS
 
 
@@ -115,8 +124,6 @@ def refuse_torchreid_finetuning(cfg: CfgNode) -> None:
     Raises:
         ConfigError: one of them differs from its default (the message names it).
     """
-    from dcac_plugin.config import get_default_config
-
     default = get_default_config().train
     changed = []
     if cfg.train.fixbase_epoch != default.fixbase_epoch:
@@ -147,8 +154,6 @@ def build_plugin_model(cfg: CfgNode, num_classes: int, num_cams: int, encoder_on
     Returns:
         A :class:`dcac_plugin.models.DCAC` (``diffusion`` is None for the baseline and ``encoder_only``).
     """
-    from dcac_plugin.models import build_model
-
     name = plugin_model_name(cfg)
     kwargs = model_kwargs(cfg, num_cams)
     if encoder_only and name.startswith("dcac_"):
@@ -164,8 +169,6 @@ def build_torchreid_model(cfg: CfgNode, num_classes: int, use_gpu: bool):
     Raises:
         ConfigError: ``model.pretrained`` without ``model.pretrained_path`` (weights are never downloaded).
     """
-    from dcac_plugin.models import build_model
-
     if cfg.model.pretrained and not cfg.model.pretrained_path:
         raise ConfigError(
             "model.pretrained True needs model.pretrained_path: a local ImageNet weight file "
@@ -196,15 +199,9 @@ def build_plugin_engine(cfg: CfgNode, dm, device: torch.device, distributed: boo
     built without its diffusion branch; ``load_clip`` False skips the CLIP file (see
     :func:`build_plugin_model`).
     """
-    from dcac_plugin import distributed as dist_utils
-    from dcac_plugin.data.manager import sequential_train_loader
-    from dcac_plugin.engine.dcac_engine import DCACEngine
-
     model = build_plugin_model(cfg, dm.num_train_pids, dm.num_train_cams, encoder_only=encoder_only,
                                load_clip=load_clip)
     if distributed and cfg.train.dist_sync_bn:
-        from dcac_plugin.distributed import convert_bnneck
-
         convert_bnneck(model)
     model.to(device)
     groups = model.param_groups(cfg.train.lr, cfg.dcac.lr_mult, weight_decay=cfg.train.weight_decay)
@@ -234,9 +231,6 @@ def build_torchreid_engine(cfg: CfgNode, dm, device: torch.device):
     Raises:
         ConfigError: ``model.pretrained`` without a path, or an unknown ``loss.name``.
     """
-    from dcac_plugin._torchreid import tr
-    from dcac_plugin.engine.torchreid_engines import TORCHREID_ENGINES
-
     use_gpu = device.type == "cuda"
     model = build_torchreid_model(cfg, dm.num_train_pids, use_gpu)
     model.to(device)
@@ -261,9 +255,6 @@ def build_torchreid_engine(cfg: CfgNode, dm, device: torch.device):
 
 def make_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer):
     """The paper's per-epoch warm-up multi-step schedule, or one of torchreid's."""
-    from dcac_plugin._torchreid import tr
-    from dcac_plugin.engine.schedule import build_scheduler
-
     if cfg.train.lr_scheduler == "warmup_multi_step":
         return build_scheduler(optimizer, milestones=tuple(cfg.train.stepsize), gamma=cfg.train.gamma,
                                warmup_epochs=cfg.train.warmup_epochs, warmup_factor=cfg.train.warmup_factor)
@@ -276,9 +267,6 @@ def make_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer):
 
 def distribute_train_loader(cfg: CfgNode, dm) -> None:
     """Replace the train loader by one over a :class:`DistributedIdentitySampler` (P x K per rank)."""
-    from dcac_plugin import distributed as dist_utils
-    from dcac_plugin.data.samplers import DistributedIdentitySampler
-
     if cfg.sampler.train_sampler != "RandomIdentitySampler":
         raise ConfigError("distributed training needs sampler.train_sampler RandomIdentitySampler")
     dataset = dm.train_loader.dataset
@@ -294,10 +282,6 @@ def distribute_train_loader(cfg: CfgNode, dm) -> None:
 
 def build_vae_cache(cfg: CfgNode, dm, model, device: torch.device):
     """Compute (or load) the VAE posterior moments of every training image (rank 0 writes)."""
-    from dcac_plugin import distributed as dist_utils
-    from dcac_plugin.data.transforms import vae_transform
-    from dcac_plugin.data.vae_cache import VAEMomentCache
-
     cache_dir = cfg.dcac.sd.cache_dir or str(Path(cfg.data.save_dir) / "vae_cache")
     paths = [item[0] for item in dm.train_loader.dataset.train]
     kwargs = dict(image_paths=paths, diffusion=model.diffusion, transform=vae_transform(cfg.dcac.sd.vae_image_size),
@@ -326,9 +310,8 @@ def load_weights_for_eval(engine, cfg: CfgNode, is_plugin: bool) -> str:
     Legacy entry point; ``dcac_plugin.families.family_for(cfg).load_config_weights(engine, cfg)``
     picks the loader from the config.
     """
-    from dcac_plugin.models.weights import load_official_dcac_checkpoint, load_torchreid_pretrained
-
-    return load_config_weights(engine, cfg, load_official_dcac_checkpoint if is_plugin else load_torchreid_pretrained)
+    return load_config_weights(engine, cfg, model_weights.load_official_dcac_checkpoint if is_plugin
+                               else model_weights.load_torchreid_pretrained)
 
 
 def load_config_weights(engine, cfg: CfgNode, loader: Callable[[torch.nn.Module, str], Any]) -> str:

@@ -7,6 +7,7 @@ import math
 from contextlib import nullcontext
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -182,8 +183,6 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
         (they must be training cameras, i.e. in-domain evaluation)."""
         if not self.uses_sie:
             return super()._features(loader)
-        import numpy as np
-
         feats, pids, camids = [], [], []
         for data in loader:
             imgs, p, c = self.parse_data_for_eval(data)

@@ -13,13 +13,14 @@ import importlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+import torch
+
+from dcac_plugin.evaluation.features import iter_distance_blocks
+from dcac_plugin.evaluation.ranking import _prep_features, _query_chunks
 from dcac_plugin.protocols import TORCHREID_RERANK, RerankParams
-
-if TYPE_CHECKING:
-    import numpy as np
-    import torch
 
 __all__ = ["NAMED_HOOKS", "EvalHook", "TargetEvaluation", "build_named_hook", "run_hooks"]
 
@@ -67,11 +68,6 @@ class TargetEvaluation:
     def distance_blocks(self, chunk_size: int | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
         """Query-row blocks ``(a, b, dist [b - a, G])`` of the distances the evaluator ranked, on CPU
         (:func:`dcac_plugin.evaluation.features.iter_distance_blocks` with the evaluation's settings)."""
-        import torch
-
-        from dcac_plugin.evaluation.features import iter_distance_blocks
-        from dcac_plugin.evaluation.ranking import _prep_features, _query_chunks
-
         kw = self.distance_kwargs()
         cpu = torch.device("cpu")
         q = _prep_features(self.qf, "qf", cpu, kw["normalize"])

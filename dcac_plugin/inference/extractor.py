@@ -28,11 +28,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from dcac_plugin.config import get_default_config, merge_config
-from dcac_plugin.utils.files import read_results
+from dcac_plugin._version import __version__
+from dcac_plugin.config import config_hash, get_default_config, merge_config
+from dcac_plugin.data.reader import CorruptImageError, read_image, to_rgb
+from dcac_plugin.engine.base import _bar_disabled as engine_bar_disabled
+from dcac_plugin.families import PluginFamily, family_for
+from dcac_plugin.registry import register
+from dcac_plugin.utils.files import latest_loadable_checkpoint, read_results
+from dcac_plugin.utils.io import atomic_open
 from dcac_plugin.utils.precision import check_inference_amp
 
 logger = logging.getLogger(__name__)
@@ -63,8 +71,6 @@ class _BadImage:
 
 def _bar_disabled() -> bool | None:
     """Progress bars as the engines show them: off below INFO; tqdm hides them off a terminal."""
-    from dcac_plugin.engine.base import _bar_disabled as engine_bar_disabled
-
     return engine_bar_disabled()
 
 
@@ -94,8 +100,6 @@ def run_weights(run_dir: str | os.PathLike, cfg: CfgNode | None = None) -> Path:
     Raises:
         FileNotFoundError: none of them exists.
     """
-    from dcac_plugin.utils.files import latest_loadable_checkpoint
-
     run = Path(run_dir)
     rec = read_results(run) or {}
     entry = (rec.get("checkpoint") or {}).get("file") if isinstance(rec.get("checkpoint"), dict) else None
@@ -135,9 +139,6 @@ def build_inference_model(cfg: CfgNode, weights: str | os.PathLike) -> tuple[tor
     Raises:
         WeightLoadError: the file is unreadable or does not match the model.
     """
-    from dcac_plugin.families import PluginFamily, family_for
-    from dcac_plugin.registry import register
-
     register()
     family = family_for(cfg)
     return family.build_inference_model(cfg, weights).eval(), isinstance(family, PluginFamily)
@@ -199,8 +200,6 @@ def list_images(source: str | os.PathLike) -> list[str]:
 
 def _to_pil(item: Any, index: int) -> Image.Image:
     """One input image as an RGB PIL image (see :class:`FeatureExtractor` for the accepted forms)."""
-    from dcac_plugin.data.reader import read_image, to_rgb
-
     if isinstance(item, (str, os.PathLike)):
         return read_image(item)
     if isinstance(item, Image.Image):
@@ -246,8 +245,6 @@ class _ImageSet(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[int, Any]:
-        from dcac_plugin.data.reader import CorruptImageError
-
         try:
             return i, self.transform(_to_pil(self.items[i], i))
         except (CorruptImageError, FileNotFoundError) as exc:
@@ -297,9 +294,6 @@ class FeatureExtractor:
 
     def __init__(self, cfg: CfgNode, weights: str | os.PathLike, *, device: str | torch.device | None = None,
                  batch_size: int = 64, amp: str = "off", workers: int = 0) -> None:
-        from dcac_plugin.families import family_for
-        from dcac_plugin.registry import register
-
         check_inference_amp(amp)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -331,8 +325,6 @@ class FeatureExtractor:
     @property
     def is_plugin(self) -> bool:
         """One of the plugin's models (legacy; :attr:`family` says which family)."""
-        from dcac_plugin.families import PluginFamily
-
         return isinstance(self.family, PluginFamily)
 
     # ------------------------------------------------------------------ constructors
@@ -427,9 +419,6 @@ class FeatureExtractor:
 
     def metadata(self) -> dict[str, Any]:
         """What produced the features: model, weights, preprocessing, normalisation, metric, the config (yaml)."""
-        from dcac_plugin._version import __version__
-        from dcac_plugin.config import config_hash
-
         return {
             "model": self.model_name,
             "weights": str(self.weights.resolve()),
@@ -462,8 +451,6 @@ def save_features(path: str | os.PathLike, features: torch.Tensor | np.ndarray, 
     ``metadata`` (a JSON string). ``.safetensors``: tensor ``features``; the file's string metadata
     holds ``paths``, ``skipped`` and ``metadata`` as JSON. Both read back with :func:`load_features`.
     """
-    from dcac_plugin.utils.io import atomic_open
-
     out = Path(path)
     feats = np.ascontiguousarray(np.asarray(features, dtype=np.float32))
     if feats.ndim != 2 or feats.shape[0] != len(paths):
@@ -475,9 +462,7 @@ def save_features(path: str | os.PathLike, features: torch.Tensor | np.ndarray, 
             np.savez(f, features=feats, paths=np.asarray(list(paths), dtype=str),
                      skipped=np.asarray(skipped, dtype=str), metadata=np.asarray(meta))
     elif out.suffix == ".safetensors":
-        from safetensors.torch import save
-
-        blob = save({"features": torch.from_numpy(feats)},
+        blob = save_safetensors({"features": torch.from_numpy(feats)},
                     metadata={"paths": json.dumps(list(paths)), "skipped": json.dumps(skipped), "metadata": meta})
         with atomic_open(out, "wb") as f:
             f.write(blob)
@@ -519,8 +504,6 @@ def _read_features(p: Path) -> tuple[np.ndarray, list[str], dict[str, Any], list
             return (z["features"], [str(x) for x in z["paths"]], json.loads(str(z["metadata"])),
                     [str(x) for x in z["skipped"]])
     if p.suffix == ".safetensors":
-        from safetensors import safe_open
-
         with safe_open(str(p), framework="numpy") as f:
             meta = f.metadata() or {}
             feats = f.get_tensor("features")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from dcac_plugin.data.reader import read_image
 from dcac_plugin.evaluation.hooks import TargetEvaluation
 from dcac_plugin.evaluation.ranking import _chunk_stats, _GalleryIndex
 from dcac_plugin.inference.search import distance_blocks
@@ -129,8 +130,6 @@ def _font() -> ImageFont.ImageFont:
 
 def _cell(path: str, size: tuple[int, int], colour: tuple[int, int, int], caption: str) -> Image.Image:
     h, w = size
-    from dcac_plugin.data.reader import read_image
-
     img = read_image(path).resize((w, h), Image.BILINEAR)
     cell = Image.new("RGB", (w + 2 * BORDER, h + 2 * BORDER + CAPTION), (255, 255, 255))
     ImageDraw.Draw(cell).rectangle([0, 0, w + 2 * BORDER - 1, h + 2 * BORDER - 1], fill=colour)

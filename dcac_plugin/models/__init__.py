@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
+from dcac_plugin._torchreid import model_factory, tr
 from dcac_plugin.models.dcac import (
     DCAC,
     ConditionOptions,
@@ -132,8 +133,6 @@ def build_model(name: str, num_classes: int, **kwargs: Any):
     """
     if name in PLUGIN_MODELS:
         return PLUGIN_MODELS[name](num_classes, **_plugin_kwargs(kwargs))
-    from dcac_plugin._torchreid import tr
-
     unknown = set(kwargs) - {"loss", "use_gpu", "pretrained"}
     if unknown:
         raise ValueError(
@@ -174,8 +173,6 @@ def register_models() -> None:
     """Add the plugin names to torchreid's model factory (signature num_classes, loss, pretrained,
     use_gpu). Idempotent. Note: in train mode plugin models return a dict (see :class:`DCAC`), so they
     train with the plugin engine, not torchreid's softmax/triplet engines."""
-    from dcac_plugin._torchreid import model_factory
-
     factory = model_factory()
     for name, builder in PLUGIN_MODELS.items():
         existing = factory.get(name)

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 from open_clip.transformer import LayerNorm, QuickGELU, VisionTransformer
 
+from dcac_plugin.models.weights import load_clip_into_visual, load_clip_visual_state_dict
 from dcac_plugin.shipped import RESOURCES
 
 logger = logging.getLogger(__name__)
@@ -233,8 +234,6 @@ def build_clip_reid_encoder(
         image_size, stride, freeze_patch_proj, num_cams, sie_coef, bnneck_momentum: see
             :class:`CLIPReIDEncoder` and :func:`build_visual_tower`.
     """
-    from dcac_plugin.models.weights import load_clip_into_visual, load_clip_visual_state_dict
-
     visual = build_visual_tower(vision, image_size=image_size, stride=stride)
     if clip_weights:
         load_clip_into_visual(visual, load_clip_visual_state_dict(clip_weights), source=str(clip_weights))

@@ -13,6 +13,7 @@ release); alternatively convert it once to a plain state dict / safetensors file
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -24,7 +25,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
+from dcac_plugin._torchreid import torchreid_checkpoint_globals
 from dcac_plugin.shipped import RESOURCES
 
 logger = logging.getLogger(__name__)
@@ -122,8 +125,6 @@ def diagnose_weight_file(path: str | os.PathLike) -> str | None:
     a Git LFS pointer, a truncated zip archive (``torch.save`` files are zips whose index is at
     the end) and a truncated safetensors file. Each answer is one line: the cause, then the fix.
     """
-    import json
-
     p = Path(path)
     size = p.stat().st_size
     if size == 0:
@@ -183,8 +184,6 @@ def read_state_dict(path: str | os.PathLike, what: str = "weights", mmap: bool =
     head = _diagnosed_head(p, what)
     if p.suffix == ".safetensors" or _safetensors_header(head, 0) is not None:
         return _read_safetensors(p, what)
-    from dcac_plugin._torchreid import torchreid_checkpoint_globals
-
     is_zip = zipfile.is_zipfile(p)
     extra = {"mmap": True} if mmap and is_zip else {}
     try:
@@ -209,8 +208,6 @@ def _diagnosed_head(p: Path, what: str) -> bytes:
 
 
 def _read_safetensors(p: Path, what: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(p), device="cpu")
     except Exception as e:  # noqa: BLE001 - re-raised with context
@@ -551,6 +548,7 @@ def _read_ldm_checkpoint(p: Path) -> dict[str, Any]:
 def _convert_ldm(ckpt: dict[str, Any], unet: nn.Module, vae: nn.Module,
                  p: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """diffusers' LDM → diffusers conversion of the UNet and the VAE tensors."""
+    # heavy (diffusers, 2-4 s): only an SD single-file checkpoint needs it; CLIP and re-ID weights load without
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
     try:

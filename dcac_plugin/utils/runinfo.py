@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from dcac_plugin._version import __version__
+
 logger = logging.getLogger(__name__)
 
 _PACKAGES = ("torch", "torchvision", "torchreid", "diffusers", "open_clip_torch", "peft", "numpy", "yacs")
@@ -43,8 +45,6 @@ def library_versions() -> dict[str, str]:
 
 
 def _own_version() -> str:
-    from dcac_plugin._version import __version__
-
     return __version__
 
 
