@@ -11,10 +11,10 @@ CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def read_version() -> str:
-    for line in (HERE / "dcac_plugin" / "__init__.py").read_text().splitlines():
+    for line in (HERE / "dcac_plugin" / "_version.py").read_text().splitlines():
         if line.startswith("__version__"):
             return line.split("=")[1].strip().strip('"')
-    raise RuntimeError("no __version__ in dcac_plugin/__init__.py")
+    raise RuntimeError("no __version__ in dcac_plugin/_version.py")
 
 
 class BuildPyWithConfigs(build_py):

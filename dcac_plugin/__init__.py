@@ -11,28 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-__version__ = "0.1.0"
+from dcac_plugin._version import __version__  # noqa: F401  (re-exported)
+from dcac_plugin.registry import register
 
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())
-
-_REGISTERED = False
-
-
-def register() -> None:
-    """Register the plugin's datasets (CUHK03-NP, MSMT17 train+val) and models with torchreid.
-
-    Safe to call any number of times.
-    """
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    from dcac_plugin.data.datasets import register_datasets
-    from dcac_plugin.models import register_models
-
-    register_datasets()
-    register_models()
-    _REGISTERED = True
 
 
 def build_model(name: str, num_classes: int, **kwargs: Any):
@@ -46,7 +29,7 @@ def build_model(name: str, num_classes: int, **kwargs: Any):
             ``loss``, ``pretrained`` (a local weight path or False), ``use_gpu``.
     """
     register()
-    from dcac_plugin.models import build_model as _build
+    from dcac_plugin.models import build_model as _build  # local: importing the package is light (docstring)
 
     return _build(name, num_classes, **kwargs)
 
@@ -54,7 +37,7 @@ def build_model(name: str, num_classes: int, **kwargs: Any):
 def __getattr__(name: str) -> Any:
     """``dcac_plugin.FeatureExtractor`` without importing torch-heavy modules at package import."""
     if name == "FeatureExtractor":
-        from dcac_plugin.inference.extractor import FeatureExtractor
+        from dcac_plugin.inference.extractor import FeatureExtractor  # local: the package root stays light
 
         return FeatureExtractor
     raise AttributeError(f"module 'dcac_plugin' has no attribute {name!r}")

@@ -15,21 +15,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from yacs.config import CfgNode as CN
 
+from dcac_plugin.configs import resolve
+from dcac_plugin.errors import ConfigError
+from dcac_plugin.protocols import DCAC_RERANK
+from dcac_plugin.utils.precision import AMP_MODES
+
 logger = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A config file or override names an unknown key or gives a value of the wrong type."""
 
 
 def get_default_config() -> CN:
     """Return the full default config (a fresh, mutable ``CfgNode``)."""
     cfg = CN()
     cfg.use_gpu = True  # use CUDA when available (the single device decision; False forces CPU)
+    _add_model(cfg)
+    _add_data(cfg)
+    _add_sampler(cfg)
+    _add_train(cfg)
+    _add_loss(cfg)
+    _add_test(cfg)
+    _add_dcac(cfg)
+    _add_dcac_pcl(cfg)
+    _add_dcac_cond(cfg)
+    _add_dcac_sd(cfg)
+    return cfg
 
-    # ---------------------------------------------------------------- model
+
+def _add_model(cfg: CN) -> None:
+    """``model``: which network, and the weights it starts from."""
     cfg.model = CN()
     cfg.model.name = "dcac_vit_b16"  # dcac_vit_b16 | dcac_tiny | clip_reid_vit_b16 | clip_reid_tiny | torchreid names
     cfg.model.pretrained = False  # torchreid models: True needs model.pretrained_path (never downloads)
@@ -37,7 +52,9 @@ def get_default_config() -> CN:
     cfg.model.load_weights = ""  # weights to load before training/eval (our checkpoint or an official DCAC one)
     cfg.model.resume = ""  # checkpoint to resume from; 'auto' = the latest in data.save_dir
 
-    # ----------------------------------------------------------------- data
+
+def _add_data(cfg: CN) -> None:
+    """``data`` (datasets, input size, output folder) and the dataset-specific nodes."""
     cfg.data = CN()
     cfg.data.type = "image"  # torchreid data type (only image is supported by the plugin)
     cfg.data.root = "reid-data"  # root folder holding the dataset folders (real or generated)
@@ -66,7 +83,9 @@ def get_default_config() -> CN:
     cfg.cuhk03.classic_split = False  # CUHK03 (.mat release): classic 20-split protocol
     cfg.cuhk03.use_metric_cuhk03 = False  # single-gallery-shot CUHK03 metric (paper: Market protocol)
 
-    # -------------------------------------------------------------- sampler
+
+def _add_sampler(cfg: CN) -> None:
+    """``sampler`` (the P x K batch sampler) and torchreid's unused ``video`` node."""
     cfg.sampler = CN()
     cfg.sampler.train_sampler = "RandomIdentitySampler"  # P x K identity sampler (paper: 16 x 4)
     cfg.sampler.train_sampler_t = "RandomSampler"  # sampler of target train data (domain adaptation)
@@ -79,7 +98,9 @@ def get_default_config() -> CN:
     cfg.video.sample_method = "evenly"  # torchreid video option (unused)
     cfg.video.pooling_method = "avg"  # torchreid video option (unused)
 
-    # ---------------------------------------------------------------- train
+
+def _add_train(cfg: CN) -> None:
+    """``train`` (schedule, optimiser, precision, checkpoints) and the optimisers' own nodes."""
     cfg.train = CN()
     cfg.train.optim = "adam"  # adam | amsgrad | sgd | rmsprop | radam (Adam with coupled L2 for DCAC)
     cfg.train.lr = 5e-6  # base learning rate
@@ -99,7 +120,7 @@ def get_default_config() -> CN:
     cfg.train.warmup_factor = 0.1  # warm-up starting factor (warmup_multi_step)
     cfg.train.print_freq = 20  # log every N batches
     cfg.train.seed = 1234  # random seed (torch, numpy, random)
-    cfg.train.amp = "auto"  # plugin models: auto (CUDA: fp16 + GradScaler, the original; CPU: off) | off | fp16 | bf16
+    cfg.train.amp = "auto"  # plugin models: utils.precision.AMP_MODES (auto = CUDA: fp16 + GradScaler; CPU: off)
     cfg.train.checkpoint_period = 1  # save a checkpoint every N epochs (always at the end)
     cfg.train.keep_checkpoints = 2  # keep the last N periodic checkpoints
     cfg.train.deterministic = True  # cudnn deterministic, benchmark off (paper)
@@ -117,7 +138,9 @@ def get_default_config() -> CN:
     cfg.adam.beta1 = 0.9  # Adam beta1
     cfg.adam.beta2 = 0.999  # Adam beta2 (paper 0.999; torchreid's own default is 0.99)
 
-    # ----------------------------------------------------------------- loss
+
+def _add_loss(cfg: CN) -> None:
+    """``loss``: the torchreid engines' losses."""
     cfg.loss = CN()
     cfg.loss.name = "softmax"  # torchreid models: softmax | triplet (softmax+triplet)
     cfg.loss.softmax = CN()
@@ -127,7 +150,9 @@ def get_default_config() -> CN:
     cfg.loss.triplet.weight_t = 1.0  # triplet loss weight
     cfg.loss.triplet.weight_x = 1.0  # softmax loss weight in the triplet engine
 
-    # ----------------------------------------------------------------- test
+
+def _add_test(cfg: CN) -> None:
+    """``test``: evaluation, re-ranking and ranked-list pictures."""
     cfg.test = CN()
     cfg.test.batch_size = 256  # evaluation batch size
     cfg.test.dist_metric = "euclidean"  # euclidean (squared) | cosine
@@ -137,14 +162,16 @@ def get_default_config() -> CN:
     cfg.test.eval_freq = -1  # evaluate every N epochs (-1: only at the end, paper)
     cfg.test.start_eval = 0  # first epoch at which periodic evaluation may run
     cfg.test.rerank = False  # k-reciprocal re-ranking at test time
-    cfg.test.rerank_k1 = 50  # re-ranking k1 (the original DCAC code's value; torchreid's default is 20)
-    cfg.test.rerank_k2 = 15  # re-ranking k2 (original DCAC; torchreid's default is 6)
-    cfg.test.rerank_lambda = 0.3  # re-ranking lambda (both)
+    cfg.test.rerank_k1 = DCAC_RERANK.k1  # re-ranking k1: 50, the original DCAC code's (torchreid's: 20)
+    cfg.test.rerank_k2 = DCAC_RERANK.k2  # re-ranking k2: 15, the original DCAC code's (torchreid's: 6)
+    cfg.test.rerank_lambda = DCAC_RERANK.lambda_value  # re-ranking lambda: 0.3 (both)
     cfg.test.chunk_size = 1024  # queries per chunk of the memory-bounded evaluator
     cfg.test.visrank = False  # write ranked-list pictures of every query to <save_dir>/visrank/<target>/
     cfg.test.visrank_topk = 10  # gallery images per ranked-list picture
 
-    # ----------------------------------------------------------------- dcac
+
+def _add_dcac(cfg: CN) -> None:
+    """``dcac``: the method's own settings (paper values, ``docs/METHOD.md §10``)."""
     cfg.dcac = CN()
     cfg.dcac.use_diffusion = True  # False = the paper's CLIP ViT-B/16 baseline (no diffusion branch)
     cfg.dcac.clip_weights = ""  # local OpenAI CLIP ViT-B/16 file (TorchScript ViT-B-16.pt or state dict)
@@ -168,11 +195,17 @@ def get_default_config() -> CN:
     cfg.dcac.memory_batch_size = 256  # batch size of the per-epoch prototype memory rebuild
     cfg.dcac.vit_grad_checkpointing = False  # ViT activation checkpointing (same results, less memory)
 
+
+def _add_dcac_pcl(cfg: CN) -> None:
+    """``dcac.pcl``: the prototype memory of the contrastive loss."""
     cfg.dcac.pcl = CN()
     cfg.dcac.pcl.temperature = 0.01  # prototype memory temperature
     cfg.dcac.pcl.momentum = 0.2  # weight of the old prototype in the update
     cfg.dcac.pcl.hard_update = True  # update each prototype with its hardest sample of the batch
 
+
+def _add_dcac_cond(cfg: CN) -> None:
+    """``dcac.cond``: how identity probabilities condition the diffusion branch."""
     cfg.dcac.cond = CN()
     cfg.dcac.cond.prob_type = "fc"  # fc | pcl | fc+pcl | feature
     cfg.dcac.cond.tau = 1.0  # softmax temperature of the ID probabilities (0.6 MA & D, 0.1 C3)
@@ -180,6 +213,9 @@ def get_default_config() -> CN:
     cfg.dcac.cond.init_std = 1.0  # std of the ID-wise prompt bank initialisation
     cfg.dcac.cond.hard_label = False  # condition on the ground-truth prompt (ablation; no feedback)
 
+
+def _add_dcac_sd(cfg: CN) -> None:
+    """``dcac.sd``: the Stable Diffusion branch (weights, LoRA, VAE view, noise schedule)."""
     cfg.dcac.sd = CN()
     cfg.dcac.sd.weights = ""  # local SD v1.5 v1-5-pruned.ckpt / .safetensors or diffusers folder
     cfg.dcac.sd.use_ema = False  # take the EMA UNet weights of the single file (paper: non-EMA)
@@ -193,7 +229,6 @@ def get_default_config() -> CN:
     cfg.dcac.sd.beta_end = 0.012  # scaled_linear schedule end
     cfg.dcac.sd.cache_vae_moments = False  # cache VAE posterior moments on disk (same semantics, faster)
     cfg.dcac.sd.cache_dir = ""  # folder of the VAE moment cache ('' = <data.save_dir>/vae_cache)
-    return cfg
 
 
 def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | None = None) -> CN:
@@ -210,7 +245,7 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
             raise ConfigError(f"{config_file}: the file must map config keys to values (e.g. 'train:' then "
                               f"'  lr: 5e-6'); it holds a {type(data).__name__}")
         try:
-            cfg.merge_from_other_cfg(CN(data or {}))
+            cfg.merge_from_other_cfg(CN(_listify_yaml(data or {})))
         except KeyError as e:
             raise ConfigError(
                 f"{config_file}: unknown config key {_key_from(e)}; see dcac_plugin/config.py for the keys"
@@ -231,6 +266,7 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
             ) from None
         except ValueError as e:
             raise ConfigError(f"override '{key} {value}': {e}") from None
+    normalise_list_keys(cfg)
     parse_custom_datasets(cfg.data.custom)
     check_choices(cfg, "the overrides" if opts else "the defaults")
     return cfg
@@ -239,8 +275,6 @@ def merge_config(cfg: CN, config_file: str | None = None, opts: Sequence[str] | 
 def _resolve_config_file(config_file: str) -> str:
     """An existing file as it is, else the config of that name (``dcac_ma2ms``, ``demo/dcac_tiny``;
     :mod:`dcac_plugin.configs`). Raises :class:`ConfigError` when it is neither."""
-    from dcac_plugin.configs import resolve
-
     return str(resolve(config_file))
 
 
@@ -253,8 +287,6 @@ def read_yaml(path: str | os.PathLike, error: type[Exception] = ConfigError, wha
             ``FILE line L column C: problem`` (1-based), with the opening bracket or block that
             the problem belongs to when yaml names one.
     """
-    import yaml
-
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -331,7 +363,7 @@ def parse_custom_datasets(entries: Sequence[str]) -> list[CustomDatasetSpec]:
 
 #: keys whose value must be one of a fixed set (checked after every merge).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "train.amp": ("auto", "off", "fp16", "bf16"),
+    "train.amp": AMP_MODES,
 }
 
 
@@ -344,6 +376,49 @@ def check_choices(cfg: CN, where: str = "config") -> None:
             node = node[part]
         if node not in allowed:
             raise ConfigError(f"{where}: {key} must be {', '.join(allowed[:-1])} or {allowed[-1]}; got {node!r}")
+
+
+def _string_list_keys(node: CN, prefix: str = "") -> list[str]:
+    """Dotted keys whose value in ``node`` is a list of strings (or an empty list)."""
+    out: list[str] = []
+    for key, value in node.items():
+        if isinstance(value, CN):
+            out += _string_list_keys(value, f"{prefix}{key}.")
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            out.append(prefix + key)
+    return out
+
+
+#: config keys that hold a list of names (``data.sources``, ``data.targets``, ``train.open_layers``...):
+#: a single string given for one of them (a yaml ``targets: msmt17``, an override ``data.targets msmt17``)
+#: is normalised to a one-element list when the config is merged, so readers never see a string.
+LIST_KEYS: tuple[str, ...] = tuple(_string_list_keys(get_default_config()))
+
+
+def _listify_yaml(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config file's mapping with a string given for a :data:`LIST_KEYS` key made a one-element list."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            value = _listify_yaml(value, path + ".")
+        elif isinstance(value, str) and path in LIST_KEYS:
+            value = [value]
+        out[key] = value
+    return out
+
+
+def normalise_list_keys(cfg: CN) -> CN:
+    """Make every :data:`LIST_KEYS` key of ``cfg`` that holds a single string a one-element list
+    (:func:`merge_config` does it; for a config whose values were assigned in code). Returns ``cfg``."""
+    for key in LIST_KEYS:
+        node: Any = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.get(part) if isinstance(node, CN) else None
+        if isinstance(node, CN) and isinstance(node.get(leaf), str):
+            node[leaf] = [node[leaf]]
+    return cfg
 
 
 def _listify_if_needed(cfg: CN, key: str, value: Any) -> Any:
@@ -373,7 +448,7 @@ def config_hash(cfg: CN) -> str:
 
 
 def as_list(value: Any) -> list:
-    """A str or list config value as a list."""
+    """A str or list config value as a list (a merged config's :data:`LIST_KEYS` are lists already)."""
     if isinstance(value, str):
         return [value]
     return list(value)

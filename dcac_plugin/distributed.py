@@ -15,6 +15,7 @@ import os
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.distributed.nn.functional import all_reduce
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +103,6 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         if not (self.training and is_distributed()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         xf = x.float()
         count = torch.tensor([float(x.shape[0])], device=x.device)
         stats = torch.cat([xf.sum(0), (xf * xf).sum(0), count])

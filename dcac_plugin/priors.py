@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing as mp
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -41,21 +42,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import open_clip
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from diffusers import DDIMScheduler
+from open_clip.loss import ClipLoss
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from PIL import Image, ImageDraw
+from safetensors.torch import save_file
 
 from dcac_plugin.data.corpus import CorpusSpec, load_or_make_corpus
+from dcac_plugin.models.clip_reid import resolve_vision_config
+from dcac_plugin.models.diffusion import build_unet, build_vae, scaled_linear_betas
+from dcac_plugin.models.ldm_export import export_ldm_checkpoint
+from dcac_plugin.models.weights import load_sd_single_file, read_state_dict
+from dcac_plugin.shipped import CLIP_FILE, PRIORS_DIR, REPORT_FILE, RESOURCES, SD_FILE  # noqa: F401  (re-exported)
+from dcac_plugin.utils.files import file_sha256
 from dcac_plugin.utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-RESOURCES = Path(__file__).resolve().parent / "resources"
-#: Where the shipped priors live (made by ``python tools/pretrain_priors.py --output <this folder>``).
-PRIORS_DIR = RESOURCES / "priors"
-CLIP_FILE = "clip_tiny.safetensors"
-SD_FILE = "sd_tiny.safetensors"
-REPORT_FILE = "priors.json"
 
 #: Tiny text tower: width = the tiny UNet's cross_attention_dim (32); OpenAI's BPE vocabulary.
 TEXT_CFG: dict[str, Any] = {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 3}
@@ -85,10 +92,6 @@ class PretrainConfig:
 
 def build_tiny_clip() -> nn.Module:
     """The tiny open_clip ``CLIP``: image tower = the tiny re-ID ViT, text tower = :data:`TEXT_CFG` (random)."""
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-
-    from dcac_plugin.models.clip_reid import resolve_vision_config
-
     vcfg = resolve_vision_config("tiny")
     vc = dict(vcfg["vision_cfg"])
     vc["image_size"] = tuple(vc["image_size"])
@@ -103,8 +106,6 @@ def clip_file_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_tiny_clip(path: str | os.PathLike) -> nn.Module:
     """A tiny CLIP with the weights of a file written by :func:`clip_file_state` (strict, fp32)."""
-    from dcac_plugin.models.weights import read_state_dict
-
     model = build_tiny_clip()
     sd = read_state_dict(path, "tiny CLIP")
     model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
@@ -113,8 +114,6 @@ def load_tiny_clip(path: str | os.PathLike) -> nn.Module:
 
 def tokenize(captions: list[str]) -> torch.Tensor:
     """open_clip's BPE tokens of ``captions``: [B, context_length] int64."""
-    import open_clip
-
     return open_clip.tokenize(list(captions), context_length=TEXT_CFG["context_length"])
 
 
@@ -146,8 +145,6 @@ def fold_latent_scale(vae: nn.Module, k: float) -> None:
 
 def sd_schedule(num_train_timesteps: int = 1000) -> torch.Tensor:
     """ᾱ_t of SD-1.5's scaled-linear schedule (β 0.00085 → 0.012): [T]."""
-    from dcac_plugin.models.diffusion import scaled_linear_betas
-
     return torch.cumprod(1.0 - scaled_linear_betas(num_train_timesteps), 0).float()
 
 
@@ -210,8 +207,6 @@ def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tenso
 def train_clip(corpus: dict[str, np.ndarray], train_idx: np.ndarray, cfg: PretrainConfig,
                work: Path) -> tuple[nn.Module, float]:
     """Stage 1: contrastive image–caption training of the tiny CLIP (open_clip ``ClipLoss``)."""
-    from open_clip.loss import ClipLoss
-
     torch.manual_seed(cfg.seed)
     model = build_tiny_clip().train()
     caps, inv = np.unique(corpus["captions"], return_inverse=True)
@@ -233,8 +228,6 @@ def train_clip(corpus: dict[str, np.ndarray], train_idx: np.ndarray, cfg: Pretra
 def train_vae(corpus: dict[str, np.ndarray], train_idx: np.ndarray, cfg: PretrainConfig,
               work: Path) -> tuple[nn.Module, float]:
     """Stage 2: the tiny VAE on the diffusion view (L2 reconstruction + ``vae_kl`` · KL)."""
-    from dcac_plugin.models.diffusion import build_vae
-
     torch.manual_seed(cfg.seed + 10)
     vae = build_vae("tiny").train()
 
@@ -274,8 +267,6 @@ def train_unet(moments: torch.Tensor, ctx: torch.Tensor, ctx_index: np.ndarray, 
         ctx: [U, L, 32] text token states of the U distinct captions; ``ctx_index`` [N] picks one.
         empty_ctx: [1, L, 32] states of the empty caption (the unconditional branch).
     """
-    from dcac_plugin.models.diffusion import build_unet
-
     torch.manual_seed(cfg.seed + 20)
     unet = build_unet("tiny").train()
     ac = sd_schedule()
@@ -356,8 +347,6 @@ def heldout_denoising_loss(unet: nn.Module, moments: torch.Tensor, ctx: torch.Te
 def sample_images(unet: nn.Module, vae: nn.Module, ctx: torch.Tensor, empty_ctx: torch.Tensor, scale: float,
                   seed: int = 0, steps: int = 30, guidance: float = 3.0) -> torch.Tensor:
     """DDIM samples (SD-1.5 schedule, classifier-free guidance) for each context: [B, 3, S, S] in [0, 1]."""
-    from diffusers import DDIMScheduler
-
     sched = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                           clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     sched.set_timesteps(steps)
@@ -373,8 +362,6 @@ def sample_images(unet: nn.Module, vae: nn.Module, ctx: torch.Tensor, empty_ctx:
 
 def save_grid(path: Path, rows: list[tuple[np.ndarray, torch.Tensor]], captions: list[str]) -> None:
     """PNG: per row one real held-out image (left, 128x64) then generated ones un-squashed to 128x64."""
-    from PIL import Image, ImageDraw
-
     tiles_w, gap, text_h = 64, 4, 14
     n = max(1 + s.shape[0] for _, s in rows)
     W = n * (tiles_w + gap) + gap + 8
@@ -440,91 +427,142 @@ def pretrain_priors(output: str | os.PathLike, cfg: PretrainConfig = PretrainCon
     Returns:
         The report written to ``priors.json``.
     """
-    from safetensors.torch import save_file
-
-    from dcac_plugin.models.diffusion import build_unet, build_vae
-    from dcac_plugin.models.ldm_export import export_ldm_checkpoint
-    from dcac_plugin.models.weights import load_sd_single_file
-    from dcac_plugin.utils.files import file_sha256
-
     out = Path(output)
     work = Path(work) if work else out / "work"
     work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-    wall: dict[str, float] = {}
     t0 = time.perf_counter()
     corpus = load_or_make_corpus(work / "corpus.npz", corpus_spec)
-    wall["corpus_s"] = time.perf_counter() - t0
-    ids = corpus["identity"]
-    train_idx = np.flatnonzero(ids < corpus_spec.train_ids)
-    held_idx = np.flatnonzero(ids >= corpus_spec.train_ids)
-    stage_json = work / "stages.json"
-    stages = json.loads(stage_json.read_text()) if stage_json.is_file() else {}
+    wall: dict[str, float] = {"corpus_s": time.perf_counter() - t0}
+    split = _Split.of(corpus, corpus_spec)
+    stages = _Stages(work / "stages.json")
+    # the VAE trains in a second process (one thread) while CLIP trains here: the stages are independent
+    vae_proc = _start_vae_stage(out, work, cfg, corpus_spec)
+    clip, clip_fig = _clip_stage(out, work, corpus, split, cfg, stages)
+    text = _CaptionStates.of(clip, corpus["captions"])
+    _join_vae_stage(vae_proc, work / "vae.pt")
+    _unet_stage(out, work, corpus, split, text, cfg, stages)
+    wall.update({k: stages.data[k] for k in ("clip_s", "vae_s", "unet_s") if k in stages.data})
+    sd_fig = _sd_figures(out / SD_FILE, corpus, split, text, cfg, Path(grid) if grid else out / "samples.png")
+    report = _report(out, cfg, corpus_spec, split, text, clip_fig, sd_fig, wall, t_all)
+    atomic_write_json(report, out / REPORT_FILE)
+    return report
 
-    # ---- VAE in a second process (one thread) while CLIP trains here: the stages are independent
-    vae_file = work / "vae.pt"
-    sd_path = out / SD_FILE
-    proc = None
-    if not sd_path.is_file() and not vae_file.is_file():
-        import multiprocessing as mp
 
-        proc = mp.get_context("spawn").Process(target=_vae_stage, args=(str(work), cfg, corpus_spec))
-        proc.start()
+@dataclass(frozen=True)
+class _Split:
+    """Corpus image indices of the training identities and of the held-out ones."""
 
-    # ---- CLIP
+    train_idx: np.ndarray
+    held_idx: np.ndarray
+    images: int
+
+    @classmethod
+    def of(cls, corpus: dict[str, np.ndarray], spec: CorpusSpec) -> _Split:
+        ids = corpus["identity"]
+        return cls(np.flatnonzero(ids < spec.train_ids), np.flatnonzero(ids >= spec.train_ids), len(ids))
+
+
+class _Stages:
+    """Wall times (and the VAE's latent fold) of the finished stages, kept in ``stages.json``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def save(self) -> None:
+        atomic_write_json(self.data, self.path)
+
+
+@dataclass(frozen=True)
+class _CaptionStates:
+    """The distinct captions, each image's caption index, and the frozen CLIP text tower's token states."""
+
+    caps: np.ndarray
+    inv: np.ndarray
+    ctx: torch.Tensor  # [U, L, 32], one per distinct caption
+    empty_ctx: torch.Tensor  # [1, L, 32], the empty caption
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, clip: nn.Module, captions: np.ndarray) -> _CaptionStates:
+        caps, inv = np.unique(captions, return_inverse=True)
+        ctx = torch.cat([text_token_states(clip, tokenize(list(caps[i:i + 512]))) for i in range(0, len(caps), 512)])
+        return cls(caps, inv, ctx, text_token_states(clip, tokenize([""])))
+
+
+def _start_vae_stage(out: Path, work: Path, cfg: PretrainConfig, spec: CorpusSpec) -> Any:
+    """Start :func:`_vae_stage` in a spawned process unless its result (or the SD file) exists; the process or None."""
+    if (out / SD_FILE).is_file() or (work / "vae.pt").is_file():
+        return None
+    proc = mp.get_context("spawn").Process(target=_vae_stage, args=(str(work), cfg, spec))
+    proc.start()
+    return proc
+
+
+def _join_vae_stage(proc: Any, vae_file: Path) -> None:
+    """Wait for the VAE process (if one was started); RuntimeError when it failed."""
+    if proc is None:
+        return
+    proc.join()
+    if proc.exitcode != 0 or not vae_file.is_file():
+        raise RuntimeError(f"the VAE stage failed (exit code {proc.exitcode}); rerun the same command to resume")
+
+
+def _clip_stage(out: Path, work: Path, corpus: dict[str, np.ndarray], split: _Split, cfg: PretrainConfig,
+                stages: _Stages) -> tuple[nn.Module, dict[str, Any]]:
+    """Train and save the CLIP prior unless it exists; return it (as read back) and its held-out retrieval."""
     clip_path = out / CLIP_FILE
     torch.manual_seed(cfg.seed)
     untrained_clip = build_tiny_clip().eval()
     if not clip_path.is_file():
-        clip, stages["clip_s"] = train_clip(corpus, train_idx, cfg, work)
+        clip, stages.data["clip_s"] = train_clip(corpus, split.train_idx, cfg, work)
         tmp = work / (CLIP_FILE + ".tmp")
         save_file(clip_file_state(clip), str(tmp), metadata={"format": "pt", "layout": "openai-clip"})
         os.replace(tmp, clip_path)
-        atomic_write_json(stages, stage_json)
+        stages.save()
     clip = load_tiny_clip(clip_path)
-    held_imgs, held_caps = corpus["images"][held_idx], corpus["captions"][held_idx]
+    held_imgs, held_caps = corpus["images"][split.held_idx], corpus["captions"][split.held_idx]
     clip_fig = {"trained": clip_retrieval(clip, held_imgs, held_caps),
                 "untrained": clip_retrieval(untrained_clip, held_imgs, held_caps)}
     logger.info("CLIP held-out retrieval: %s", clip_fig)
+    return clip, clip_fig
 
-    # ---- text contexts of every distinct caption (frozen trained CLIP text tower)
-    caps, inv = np.unique(corpus["captions"], return_inverse=True)
-    with torch.no_grad():
-        ctx = torch.cat([text_token_states(clip, tokenize(list(caps[i:i + 512]))) for i in range(0, len(caps), 512)])
-        empty_ctx = text_token_states(clip, tokenize([""]))
 
-    # ---- UNet on the finished VAE's latents
-    if proc is not None:
-        proc.join()
-        if proc.exitcode != 0 or not vae_file.is_file():
-            raise RuntimeError(f"the VAE stage failed (exit code {proc.exitcode}); rerun the same command to resume")
-    if not sd_path.is_file():
-        vae = build_vae("tiny")
-        vae.load_state_dict(torch.load(vae_file, map_location="cpu", weights_only=True))
-        vae.eval()
-        vae_info = json.loads((work / "vae_stage.json").read_text())
-        stages.update(vae_info)
-        scale = float(vae.config.scaling_factor)
-        moments = vae_moments(vae, corpus["vae_images"][train_idx])
-        unet, stages["unet_s"] = train_unet(moments, ctx, inv[train_idx], empty_ctx, scale, cfg, work)
-        tmp = work / (SD_FILE + ".tmp")
-        save_file({k: v.contiguous() for k, v in export_ldm_checkpoint(unet, vae).items()}, str(tmp),
-                  metadata={"format": "pt", "layout": "compvis-ldm"})
-        os.replace(tmp, sd_path)
-        atomic_write_json(stages, stage_json)
-    for k in ("clip_s", "vae_s", "unet_s"):
-        if k in stages:
-            wall[k] = stages[k]
+def _unet_stage(out: Path, work: Path, corpus: dict[str, np.ndarray], split: _Split, text: _CaptionStates,
+                cfg: PretrainConfig, stages: _Stages) -> None:
+    """Unless the SD file exists: train the UNet on the finished VAE's latents and save both as one file."""
+    sd_path = out / SD_FILE
+    if sd_path.is_file():
+        return
+    vae = build_vae("tiny")
+    vae.load_state_dict(torch.load(work / "vae.pt", map_location="cpu", weights_only=True))
+    vae.eval()
+    stages.data.update(json.loads((work / "vae_stage.json").read_text()))
+    scale = float(vae.config.scaling_factor)
+    moments = vae_moments(vae, corpus["vae_images"][split.train_idx])
+    unet, stages.data["unet_s"] = train_unet(moments, text.ctx, text.inv[split.train_idx], text.empty_ctx, scale,
+                                             cfg, work)
+    tmp = work / (SD_FILE + ".tmp")
+    save_file({k: v.contiguous() for k, v in export_ldm_checkpoint(unet, vae).items()}, str(tmp),
+              metadata={"format": "pt", "layout": "compvis-ldm"})
+    os.replace(tmp, sd_path)
+    stages.save()
 
-    # ---- figures, through the project's own SD loader
+
+def _sd_figures(sd_path: Path, corpus: dict[str, np.ndarray], split: _Split, text: _CaptionStates,
+                cfg: PretrainConfig, grid_path: Path) -> dict[str, Any]:
+    """The SD prior read back through the project's own loader: held-out VAE and denoising figures, sample grid."""
     unet, vae = build_unet("tiny"), build_vae("tiny")
     load_sd_single_file(unet, vae, sd_path)
     unet.eval(), vae.eval()
     scale = float(vae.config.scaling_factor)
     torch.manual_seed(cfg.seed + 20)
     untrained_unet = build_unet("tiny").eval()
+    held_idx = split.held_idx
     held_m = vae_moments(vae, corpus["vae_images"][held_idx])
-    held_ctx = ctx[torch.from_numpy(inv[held_idx])]
+    held_ctx = text.ctx[torch.from_numpy(text.inv[held_idx])]
     with torch.no_grad():
         x = to_model_range(corpus["vae_images"][held_idx])
         rec = vae.decode(held_m.chunk(2, dim=1)[0]).sample
@@ -532,35 +570,41 @@ def pretrain_priors(output: str | os.PathLike, cfg: PretrainConfig = PretrainCon
         lat = held_m.chunk(2, dim=1)[0] * scale
     unet_fig = {
         "trained": heldout_denoising_loss(unet, held_m, held_ctx, scale),
-        "trained_empty_caption": heldout_denoising_loss(unet, held_m, empty_ctx.expand_as(held_ctx), scale),
+        "trained_empty_caption": heldout_denoising_loss(unet, held_m, text.empty_ctx.expand_as(held_ctx), scale),
         "untrained": heldout_denoising_loss(untrained_unet, held_m, held_ctx, scale),
     }
     logger.info("UNet held-out denoising loss: %s", unet_fig)
-    # grid: six held-out identities, five samples each
+    _sample_grid(unet, vae, scale, corpus, held_idx, text, cfg, grid_path)
+    return {"vae_heldout_mse": vae_mse, "latent_std_heldout": float(lat.std()), "unet_heldout_denoising_mse": unet_fig}
+
+
+def _sample_grid(unet: nn.Module, vae: nn.Module, scale: float, corpus: dict[str, np.ndarray], held_idx: np.ndarray,
+                 text: _CaptionStates, cfg: PretrainConfig, grid_path: Path) -> None:
+    """The sample grid: six held-out identities (their first image and caption), five samples each."""
     pick = [int(held_idx[j * 8 * 20]) for j in range(6) if j * 8 * 20 < len(held_idx)]
     rows = []
     for j, i in enumerate(pick):
-        c = ctx[int(inv[i])].unsqueeze(0).expand(5, -1, -1)
-        rows.append((corpus["images"][i], sample_images(unet, vae, c, empty_ctx, scale, seed=cfg.seed + j)))
-    grid_path = Path(grid) if grid else out / "samples.png"
+        c = text.ctx[int(text.inv[i])].unsqueeze(0).expand(5, -1, -1)
+        rows.append((corpus["images"][i], sample_images(unet, vae, c, text.empty_ctx, scale, seed=cfg.seed + j)))
     save_grid(grid_path, rows, [str(corpus["captions"][i]) for i in pick])
 
-    report = {
+
+def _report(out: Path, cfg: PretrainConfig, corpus_spec: CorpusSpec, split: _Split, text: _CaptionStates,
+            clip_fig: dict[str, Any], sd_fig: dict[str, Any], wall: dict[str, float],
+            t_all: float) -> dict[str, Any]:
+    """The ``priors.json`` report: settings, corpus sizes, file digests, sanity figures, wall times."""
+    return {
         "command": "python tools/pretrain_priors.py --output <folder>",
         "config": asdict(cfg),
-        "corpus": {**asdict(corpus_spec), "images": int(len(ids)), "train_images": int(len(train_idx)),
-                   "heldout_images": int(len(held_idx)), "distinct_captions": int(len(caps))},
+        "corpus": {**asdict(corpus_spec), "images": int(split.images), "train_images": int(len(split.train_idx)),
+                   "heldout_images": int(len(split.held_idx)), "distinct_captions": int(len(text.caps))},
         "text_cfg": TEXT_CFG,
         "files": {name: {"bytes": (out / name).stat().st_size, "sha256": file_sha256(out / name)}
                   for name in (CLIP_FILE, SD_FILE)},
         "clip_heldout_retrieval": clip_fig,
-        "vae_heldout_mse": vae_mse,
-        "latent_std_heldout": float(lat.std()),
-        "unet_heldout_denoising_mse": unet_fig,
+        **sd_fig,
         "wall_time_s": {k: round(v, 1) for k, v in wall.items()},
         "wall_time_this_call_s": round(time.perf_counter() - t_all, 1),
         "clip_and_vae_stages_in_parallel": True,
         "torch_threads": torch.get_num_threads(),
     }
-    atomic_write_json(report, out / REPORT_FILE)
-    return report

@@ -23,6 +23,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +31,31 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
-from dcac_plugin.config import ConfigError, as_list, config_hash, get_default_config, merge_config
-from dcac_plugin.utils.files import file_sha256, latest_loadable_checkpoint, read_results, write_error
+from dcac_plugin import distributed as dist_utils
+from dcac_plugin.config import ConfigError, config_hash, get_default_config, merge_config
+from dcac_plugin.engine.base import latest_checkpoint
+from dcac_plugin.engine.build import distribute_train_loader, eval_kwargs
+from dcac_plugin.families import (  # TINY_METHODS, prior_files, tiny_method_label: moved there, importable here
+    TINY_METHODS,  # noqa: F401
+    ModelFamily,
+    family_for,
+    prior_files,  # noqa: F401
+    tiny_method_label,  # noqa: F401
+)
+from dcac_plugin.inference.visrank import VisrankHook
+from dcac_plugin.protocols import DATASET_CODES
+from dcac_plugin.registry import register
+from dcac_plugin.runfolder import SCHEMA_VERSION as RESULTS_SCHEMA_VERSION  # the results.json schema written
+from dcac_plugin.runfolder import latest_loadable_checkpoint, read_results
+from dcac_plugin.utils.files import file_sha256, write_error
 from dcac_plugin.utils.io import atomic_write_json, atomic_write_text
+from dcac_plugin.utils.runinfo import device_description, git_commit, library_versions
 
 logger = logging.getLogger("dcac_plugin")
 
 __all__ = ["RESULTS_SCHEMA_VERSION", "file_sha256", "load_config", "protocol_of", "run", "set_seed",
            "setup_logging"]
 
-#: 2: adds ``seed``, ``command``, ``argv``, ``checkpoint`` ({file, sha256}) and ``evaluations``.
-RESULTS_SCHEMA_VERSION = 2
-
-# The tiny models share the method, not the ViT-B/16 of the paper's rows: label them apart.
-TINY_METHODS = {"dcac_tiny": "DCAC (tiny)", "clip_reid_tiny": "CLIP baseline (tiny ViT, no diffusion branch)"}
 
 _FILE_ONLY = "dcac_file_only"
 
@@ -64,9 +76,7 @@ def load_config(config_file: str | Path | None = None, opts: Sequence[str] = (),
         raise ConfigError(f"data.type must be 'image' (video re-ID is not supported); got '{cfg.data.type}'")
     if resume and not cfg.model.resume:
         cfg.model.resume = "auto"
-    from dcac_plugin.engine.build import check_plugin_config
-
-    check_plugin_config(cfg)
+    family_for(cfg).check_config(cfg)
     cfg.freeze()
     return cfg
 
@@ -149,9 +159,7 @@ def set_seed(seed: int, deterministic: bool) -> None:
 
 def protocol_of(cfg: CfgNode) -> dict[str, Any]:
     """Protocol description for the results record (benchmark = real or synthetic data)."""
-    from dcac_plugin.protocols import DATASET_CODES
-
-    sources, targets = as_list(cfg.data.sources), as_list(cfg.data.targets)
+    sources, targets = list(cfg.data.sources), list(cfg.data.targets)
     src = "+".join(DATASET_CODES.get(s, s) for s in sources)
     marker = Path(cfg.data.root) / "SYNTHETIC.json"
     variants: dict[str, Any] = {}
@@ -218,8 +226,6 @@ def run(cfg: CfgNode, *, config_file: str | Path | None = None, command: Sequenc
         The record written to ``<data.save_dir>/results.json`` (rank 0), with ``status`` ``ok`` when
         every target has finite metrics. Other DDP ranks return it with ``status`` ``worker``.
     """
-    from dcac_plugin import distributed as dist_utils
-
     if eval_only is not None and bool(eval_only) != bool(cfg.test.evaluate):
         cfg = cfg.clone()
         cfg.defrost()
@@ -243,179 +249,163 @@ def run(cfg: CfgNode, *, config_file: str | Path | None = None, command: Sequenc
             dist_utils.cleanup()
 
 
+@dataclass
+class _Run:
+    """One run's state, filled step by step by :func:`_run`'s steps."""
+
+    cfg: CfgNode
+    config_file: str
+    command: list[str]
+    save_dir: Path
+    t_start: float
+    device: torch.device
+    distributed: bool
+    family: ModelFamily
+    previous: dict[str, Any] | None = None  # the run folder's results.json when evaluating it again
+    saved: str = ""  # the weights an evaluation reads instead of the initialisation file
+    dm: Any = None
+    engine: Any = None
+    init: str = "random"
+    init_file: str | None = None  # the weight file the model was initialised from, recorded with its sha256
+    weights_file: str | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 0
+
+    @property
+    def evaluate_only(self) -> bool:
+        return bool(self.cfg.test.evaluate)
+
+    @property
+    def encoder_only(self) -> bool:
+        """Evaluating saved weights of a family that needs only the encoder there (no UNet/VAE, no SD file)."""
+        return self.family.encoder_only_eval and self.evaluate_only
+
+    @property
+    def load_init(self) -> bool:
+        """Read the initialisation file (CLIP for the plugin's models) unless saved weights replace it."""
+        return not (self.encoder_only and self.saved)
+
+
 def _run(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_start: float,
          device: torch.device, distributed: bool) -> dict[str, Any]:
-    import dcac_plugin
-    from dcac_plugin import distributed as dist_utils
-    from dcac_plugin.data.manager import build_datamanager
-    from dcac_plugin.engine.base import latest_checkpoint
-    from dcac_plugin.engine.build import (
-        build_engine,
-        build_vae_cache,
-        distribute_train_loader,
-        eval_kwargs,
-        is_plugin_config,
-        load_weights_for_eval,
-        plugin_model_name,
-    )
-    from dcac_plugin.utils.runinfo import device_description, git_commit, library_versions
+    r = _prepare(cfg, config_file, command, save_dir, t_start, device, distributed)
+    _build(r)
+    if r.evaluate_only:
+        _evaluate_saved(r)
+    else:
+        _train(r)
+    if not dist_utils.is_main_process():
+        return {"status": "worker", "results": r.results}
+    return _record(r)
 
-    evaluate_only = bool(cfg.test.evaluate)
-    previous = read_results(save_dir) if evaluate_only else None
-    if dist_utils.is_main_process() and previous is None:
+
+def _prepare(cfg: CfgNode, config_file: str, command: list[str], save_dir: Path, t_start: float,
+             device: torch.device, distributed: bool) -> _Run:
+    """Config copy, seeding, the model's family and the checkpoint an evaluation reads."""
+    r = _Run(cfg, config_file, command, save_dir, t_start, device, distributed, family_for(cfg))
+    r.previous = read_results(save_dir) if r.evaluate_only else None
+    if dist_utils.is_main_process() and r.previous is None:
         atomic_write_text(cfg.dump(), save_dir / "config.yaml")
     logger.info("config: %s (hash %s); output: %s", config_file or "<defaults>", config_hash(cfg), save_dir)
     set_seed(cfg.train.seed, cfg.train.deterministic)
-    dcac_plugin.register()
-    is_plugin = is_plugin_config(cfg)
-    use_diffusion = is_plugin and plugin_model_name(cfg).startswith("dcac_")
-    # Evaluating saved weights needs only the encoder: no UNet/VAE, no CLIP or SD file.
+    register()
     main = dist_utils.is_main_process()
-    saved = cfg.model.load_weights or (str(latest_loadable_checkpoint(save_dir, move_aside=main) or "")
-                                       if evaluate_only else "")
-    encoder_only = is_plugin and evaluate_only
-    use_cache = use_diffusion and cfg.dcac.sd.cache_vae_moments and not evaluate_only
-    dm = build_datamanager(cfg, use_gpu=device.type == "cuda", plugin_views=is_plugin,
-                           vae_view=use_diffusion and not use_cache and not evaluate_only)
-    if distributed:
-        distribute_train_loader(cfg, dm)
-    engine = build_engine(cfg, dm, device, is_plugin, distributed, encoder_only=encoder_only,
-                          load_clip=not (encoder_only and saved))
-    if use_cache:
-        engine.vae_cache = build_vae_cache(cfg, dm, engine.model, device)
+    r.saved = cfg.model.load_weights or (str(latest_loadable_checkpoint(save_dir, move_aside=main) or "")
+                                         if r.evaluate_only else "")
+    return r
+
+
+def _build(r: _Run) -> None:
+    """Data manager, engine (set up for this run) and what the model starts from."""
+    cfg, family = r.cfg, r.family
+    r.dm = family.build_datamanager(cfg, use_gpu=r.device.type == "cuda", evaluate_only=r.evaluate_only)
+    if r.distributed:
+        distribute_train_loader(cfg, r.dm)
+    r.engine = family.build_engine(cfg, r.dm, r.device, r.distributed, encoder_only=r.encoder_only,
+                                   load_init=r.load_init)
+    family.prepare_engine(cfg, r.dm, r.engine, r.device, r.evaluate_only)
     # Same initial weights on every rank (seeded above); from here each rank's augmentations differ.
     set_seed(cfg.train.seed + dist_utils.rank(), cfg.train.deterministic)
-    engine.setup(device=device, save_dir=str(save_dir), eval_kwargs=eval_kwargs(cfg),
-                 print_freq=cfg.train.print_freq, checkpoint_period=cfg.train.checkpoint_period,
-                 keep_checkpoints=cfg.train.keep_checkpoints, ddp=distributed,
-                 find_unused_parameters=is_plugin and (cfg.dcac.noise_loss_begin_epoch > 1 or cfg.dcac.cond.hard_label),
-                 visrank_topk=cfg.test.visrank_topk if cfg.test.visrank else 0)
+    r.engine.setup(device=r.device, save_dir=str(r.save_dir), eval_kwargs=eval_kwargs(cfg),
+                   print_freq=cfg.train.print_freq, checkpoint_period=cfg.train.checkpoint_period,
+                   keep_checkpoints=cfg.train.keep_checkpoints, ddp=r.distributed,
+                   find_unused_parameters=family.find_unused_parameters(cfg),
+                   eval_hooks=[VisrankHook(cfg.test.visrank_topk)] if cfg.test.visrank else [])
+    r.init, r.init_file = family.initial_weights(cfg, r.load_init)
 
-    init = "random"
-    init_file: str | None = None  # the weight file the model was initialised from, recorded with its sha256
-    if is_plugin and cfg.dcac.clip_weights and not (encoder_only and saved):
-        init = f"clip:{Path(cfg.dcac.clip_weights).name}"
-        init_file = cfg.dcac.clip_weights if Path(cfg.dcac.clip_weights).is_file() else None
-    elif not is_plugin and cfg.model.pretrained:
-        init = f"imagenet:{Path(cfg.model.pretrained_path).name}"
-        init_file = cfg.model.pretrained_path
 
-    weights_file: str | None = None
-    if evaluate_only:
-        if cfg.model.load_weights:
-            weights_file = load_weights_for_eval(engine, cfg, is_plugin)
-        elif saved:
-            weights_file = saved
-            if is_plugin:
-                from dcac_plugin.models.weights import load_official_dcac_checkpoint
-
-                load_official_dcac_checkpoint(engine.model, saved)
-            else:
-                engine.resume(saved)
-        else:
-            logger.warning("--eval-only without model.load_weights and no checkpoint in %s: "
-                           "evaluating the initial model", save_dir)
-        if weights_file:
-            init = f"weights:{Path(weights_file).name}"
-        results = engine.evaluate()
-        epochs = 0
+def _evaluate_saved(r: _Run) -> None:
+    """Evaluate ``model.load_weights``, else the run folder's latest checkpoint, else the initial model."""
+    if r.cfg.model.load_weights:
+        r.weights_file = r.family.load_config_weights(r.engine, r.cfg)
+    elif r.saved:
+        r.weights_file = r.saved
+        r.family.load_saved(r.engine, r.saved)
     else:
-        if cfg.model.load_weights:
-            load_weights_for_eval(engine, cfg, is_plugin)
-            init = f"weights:{Path(cfg.model.load_weights).name}"
-        resume = cfg.model.resume
-        if resume == "auto":
-            ckpt = latest_loadable_checkpoint(save_dir, move_aside=main)
-            resume = str(ckpt) if ckpt else ""
-            if not ckpt:
-                logger.info("--resume: no checkpoint in %s yet, starting from scratch", save_dir)
-        if resume:
-            start_epoch = engine.resume(resume)
-        else:
-            start_epoch = 0
-        results = engine.fit(start_epoch, cfg.train.max_epoch, eval_freq=cfg.test.eval_freq,
+        logger.warning("--eval-only without model.load_weights and no checkpoint in %s: "
+                       "evaluating the initial model", r.save_dir)
+    if r.weights_file:
+        r.init = f"weights:{Path(r.weights_file).name}"
+    r.results = r.engine.evaluate()
+    r.epochs = 0
+
+
+def _train(r: _Run) -> None:
+    """Train from ``model.load_weights`` or a resumed checkpoint (``model.resume``), evaluating as configured."""
+    cfg = r.cfg
+    if cfg.model.load_weights:
+        r.family.load_config_weights(r.engine, cfg)
+        r.init = f"weights:{Path(cfg.model.load_weights).name}"
+    resume = cfg.model.resume
+    if resume == "auto":
+        ckpt = latest_loadable_checkpoint(r.save_dir, move_aside=dist_utils.is_main_process())
+        resume = str(ckpt) if ckpt else ""
+        if not ckpt:
+            logger.info("--resume: no checkpoint in %s yet, starting from scratch", r.save_dir)
+    start_epoch = r.engine.resume(resume) if resume else 0
+    r.results = r.engine.fit(start_epoch, cfg.train.max_epoch, eval_freq=cfg.test.eval_freq,
                              start_eval=cfg.test.start_eval, fixbase_epoch=cfg.train.fixbase_epoch,
                              open_layers=list(cfg.train.open_layers))
-        epochs = cfg.train.max_epoch
-        weights_file = str(latest_checkpoint(save_dir) or "") or None
+    r.epochs = cfg.train.max_epoch
+    r.weights_file = str(latest_checkpoint(r.save_dir) or "") or None
 
-    if not dist_utils.is_main_process():
-        return {"status": "worker", "results": results}
+
+def _record(r: _Run) -> dict[str, Any]:
+    """Write ``results.json`` (merged into the previous one when evaluating a run folder again)."""
+    cfg, save_dir = r.cfg, r.save_dir
     protocol = protocol_of(cfg)
     record = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "run_name": save_dir.name,
-        "model": plugin_model_name(cfg),
-        "loss": ("softmax+triplet" if cfg.loss.name == "triplet" else "softmax") if not is_plugin else "dcac",
+        "model": r.family.model_name(cfg),
+        "loss": r.family.loss_label(cfg),
         "protocol": protocol,
-        "results": results,
-        "init": init,
-        "init_weights": _checkpoint_entry(init_file, save_dir),
+        "results": r.results,
+        "init": r.init,
+        "init_weights": _checkpoint_entry(r.init_file, save_dir),
         "seed": int(cfg.train.seed),
-        "config_file": config_file,
+        "config_file": r.config_file,
         "config_hash": config_hash(cfg),
-        "command": shlex.join(command),
-        "argv": command,
-        "checkpoint": _checkpoint_entry(weights_file, save_dir),
+        "command": shlex.join(r.command),
+        "argv": r.command,
+        "checkpoint": _checkpoint_entry(r.weights_file, save_dir),
         "git_commit": git_commit(),
         "versions": library_versions(),
-        "device": device_description(device),
-        "wall_time_s": round(time.time() - t_start, 2),
-        "epochs": epochs,
-        "num_train_pids": dm.num_train_pids,
-        "status": _status(results, protocol["targets"]),
+        "device": device_description(r.device),
+        "wall_time_s": round(time.time() - r.t_start, 2),
+        "epochs": r.epochs,
+        "num_train_pids": r.dm.num_train_pids,
+        "status": _status(r.results, protocol["targets"]),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    if is_plugin:
-        record["priors"] = prior_files(cfg)
-    if record["model"] in TINY_METHODS:
-        record["method"] = tiny_method_label(record["model"], cfg)
-    if distributed:
+    record.update(r.family.record_fields(cfg))
+    if r.distributed:
         record["world_size"] = dist_utils.world_size()
-    if previous is not None:
-        record = _merge_evaluation(previous, record)
+    if r.previous is not None:
+        record = _merge_evaluation(r.previous, record)
     atomic_write_json(record, save_dir / "results.json")
     logger.info("results written to %s", save_dir / "results.json")
     return record
-
-
-def prior_files(cfg: CfgNode) -> dict[str, dict[str, str]]:
-    """The pretrained weight files a plugin model starts from: ``{"clip"|"sd": {"file", "sha256"}}``.
-
-    ``sd`` only when the model has a diffusion branch; an empty path is recorded as random init.
-    """
-    from dcac_plugin.engine.build import plugin_model_name
-    from dcac_plugin.models.weights import resolve_weight_path
-
-    out = {}
-    wanted = [("clip", cfg.dcac.clip_weights)]
-    if plugin_model_name(cfg).startswith("dcac_"):
-        wanted.append(("sd", cfg.dcac.sd.weights))
-    for key, path in wanted:
-        found = resolve_weight_path(path)
-        if not path:
-            out[key] = {"file": "", "sha256": "", "init": "random"}
-        elif Path(found).is_file():
-            out[key] = {"file": str(path), "sha256": file_sha256(found)}
-        else:  # a diffusers folder
-            out[key] = {"file": str(path), "sha256": ""}
-    return out
-
-
-def tiny_method_label(model: str, cfg: CfgNode) -> str:
-    """Leaderboard label of a tiny model; variants that change what the method starts from or feeds
-    back are named (``[random-init CLIP]``, ``[random-init SD]``, ``[hard-label condition]``) so that
-    they never share a row with the plain method."""
-    tags = []
-    if not cfg.dcac.clip_weights:
-        tags.append("random-init CLIP")
-    if model == "dcac_tiny":
-        if not cfg.dcac.sd.weights:
-            tags.append("random-init SD")
-        if cfg.dcac.cond.hard_label:
-            tags.append("hard-label condition")
-    base = TINY_METHODS[model]
-    return f"{base} [{', '.join(tags)}]" if tags else base
 
 
 def _merge_evaluation(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -434,8 +424,6 @@ def _merge_evaluation(previous: dict[str, Any], new: dict[str, Any]) -> dict[str
     new_key = new["protocol"]["key"].split("->", 1)
     if len(new_key) == 2 and "->" in str(proto.get("key", "")):
         src = str(proto["key"]).split("->", 1)[0]
-        from dcac_plugin.protocols import DATASET_CODES
-
         proto["key"] = f"{src}->{'+'.join(DATASET_CODES.get(t, t) for t in targets)}"
     merged["protocol"] = proto
     merged["schema_version"] = RESULTS_SCHEMA_VERSION

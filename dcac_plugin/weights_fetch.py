@@ -27,17 +27,25 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gdown
+import requests
+import torch
 import yaml
+from safetensors.torch import save_file
+from tqdm import tqdm
 
+from dcac_plugin._torchreid import torchreid_checkpoint_globals
+from dcac_plugin.shipped import RESOURCES
 from dcac_plugin.utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = Path(__file__).parent / "resources" / "weights_manifest.yaml"
+MANIFEST = RESOURCES / "weights_manifest.yaml"
 DIGESTS_FILE = "weights_digests.json"
 PARTIAL_DIR = ".partial"
 GROUPS = ("paper", "baselines", "dcac-release")
@@ -90,6 +98,16 @@ def load_manifest(path: str | os.PathLike | None = None) -> list[WeightFile]:
         ManifestError: a missing field, a duplicate name, an unknown group/backend or a malformed digest.
     """
     p = Path(path) if path else MANIFEST
+    items = _manifest_items(p)
+    out: list[WeightFile] = []
+    seen: set[str] = set()
+    for i, d in enumerate(items):
+        out.append(_manifest_entry(d, f"{p}: files[{i}]", p, seen))
+    return out
+
+
+def _manifest_items(p: Path) -> list[Any]:
+    """The manifest's ``files:`` list (non-empty)."""
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
@@ -97,42 +115,49 @@ def load_manifest(path: str | os.PathLike | None = None) -> list[WeightFile]:
     items = data.get("files") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise ManifestError(f"{p}: expected a top-level 'files:' list")
-    out: list[WeightFile] = []
-    seen: set[str] = set()
-    for i, d in enumerate(items):
-        where = f"{p}: files[{i}]"
-        if not isinstance(d, dict) or not d.get("name"):
-            raise ManifestError(f"{where}: every entry needs a 'name'")
-        name = str(d["name"])
-        where = f"{p}: '{name}'"
-        if "/" in name or name.startswith("."):
-            raise ManifestError(f"{where}: a name is a plain file name (no '/', no leading '.')")
-        if name in seen:
-            raise ManifestError(f"{where}: name occurs twice")
-        seen.add(name)
-        group, backend = d.get("group", "paper"), d.get("backend", "http")
-        if group not in GROUPS:
-            raise ManifestError(f"{where}: group '{group}' is not one of {list(GROUPS)}")
-        if backend not in BACKENDS:
-            raise ManifestError(f"{where}: backend '{backend}' is not one of {list(BACKENDS)}")
-        sha = d.get("sha256")
-        if sha is not None and not _HEX64.match(str(sha)):
-            raise ManifestError(f"{where}: sha256 must be 64 lowercase hex digits, got {sha!r}")
-        prefix = d.get("sha256_prefix")
-        if prefix is not None and not re.match(r"^[0-9a-f]{4,63}$", str(prefix)):
-            raise ManifestError(f"{where}: sha256_prefix must be lowercase hex, got {prefix!r}")
-        if not d.get("digest_source"):
-            raise ManifestError(f"{where}: say where the digest comes from, or why there is none (digest_source)")
-        size = d.get("size")
-        if size is not None and (not isinstance(size, int) or size <= 0):
-            raise ManifestError(f"{where}: size must be a positive number of bytes or null")
-        out.append(WeightFile(
-            name=name, what=str(d.get("what", "")), group=group, used_by=tuple(d.get("used_by") or ()),
-            backend=backend, urls=tuple(str(u) for u in d.get("urls") or ()), size=size,
-            sha256=str(sha) if sha else None, sha256_prefix=str(prefix) if prefix else None,
-            digest_source=" ".join(str(d["digest_source"]).split()), optional=bool(d.get("optional", False)),
-            note=" ".join(str(d.get("note", "")).split()), convert_to=d.get("convert_to")))
-    return out
+    return items
+
+
+def _manifest_entry(d: Any, where: str, p: Path, seen: set[str]) -> WeightFile:
+    """One validated manifest entry (``where`` names it in errors until its name is known); adds its
+    name to ``seen``, the names of the entries before it."""
+    if not isinstance(d, dict) or not d.get("name"):
+        raise ManifestError(f"{where}: every entry needs a 'name'")
+    name = str(d["name"])
+    where = f"{p}: '{name}'"
+    if "/" in name or name.startswith("."):
+        raise ManifestError(f"{where}: a name is a plain file name (no '/', no leading '.')")
+    if name in seen:
+        raise ManifestError(f"{where}: name occurs twice")
+    seen.add(name)
+    group, backend = d.get("group", "paper"), d.get("backend", "http")
+    if group not in GROUPS:
+        raise ManifestError(f"{where}: group '{group}' is not one of {list(GROUPS)}")
+    if backend not in BACKENDS:
+        raise ManifestError(f"{where}: backend '{backend}' is not one of {list(BACKENDS)}")
+    sha, prefix, size = _manifest_digest(d, where)
+    return WeightFile(
+        name=name, what=str(d.get("what", "")), group=group, used_by=tuple(d.get("used_by") or ()),
+        backend=backend, urls=tuple(str(u) for u in d.get("urls") or ()), size=size,
+        sha256=str(sha) if sha else None, sha256_prefix=str(prefix) if prefix else None,
+        digest_source=" ".join(str(d["digest_source"]).split()), optional=bool(d.get("optional", False)),
+        note=" ".join(str(d.get("note", "")).split()), convert_to=d.get("convert_to"))
+
+
+def _manifest_digest(d: dict[str, Any], where: str) -> tuple[Any, Any, Any]:
+    """An entry's validated ``sha256``, ``sha256_prefix`` and ``size`` (each may be None)."""
+    sha = d.get("sha256")
+    if sha is not None and not _HEX64.match(str(sha)):
+        raise ManifestError(f"{where}: sha256 must be 64 lowercase hex digits, got {sha!r}")
+    prefix = d.get("sha256_prefix")
+    if prefix is not None and not re.match(r"^[0-9a-f]{4,63}$", str(prefix)):
+        raise ManifestError(f"{where}: sha256_prefix must be lowercase hex, got {prefix!r}")
+    if not d.get("digest_source"):
+        raise ManifestError(f"{where}: say where the digest comes from, or why there is none (digest_source)")
+    size = d.get("size")
+    if size is not None and (not isinstance(size, int) or size <= 0):
+        raise ManifestError(f"{where}: size must be a positive number of bytes or null")
+    return sha, prefix, size
 
 
 def select(entries: list[WeightFile], only: list[str] | None) -> list[WeightFile]:
@@ -202,23 +227,15 @@ class Verdict:
 
 def _loads_as_checkpoint(path: Path) -> str | None:
     """None when ``path`` reads as a weights-only torch file (or TorchScript archive); else the reason."""
-    import zipfile
-
-    import torch
-
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
             if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
                 return None  # TorchScript archive: structure readable, not unpickled here
-            from dcac_plugin._torchreid import torchreid_checkpoint_globals
-
             with torchreid_checkpoint_globals():
                 torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
         else:
-            from dcac_plugin._torchreid import torchreid_checkpoint_globals
-
             with torchreid_checkpoint_globals():
                 torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - reported as a reason
@@ -265,8 +282,6 @@ def verify(path: str | os.PathLike, entry: WeightFile, recorded: dict[str, Any] 
 
 
 def _bar(total: int | None, desc: str, initial: int = 0):
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
                 dynamic_ncols=True, leave=True, disable=None)
 
@@ -299,31 +314,13 @@ def http_download(url: str, part: Path, desc: str, retries: int = 3, timeout: fl
     part.parent.mkdir(parents=True, exist_ok=True)
     last_error = ""
     for attempt in range(retries + 1):
-        meta: dict[str, Any] = {}
-        if meta_path.is_file():
-            with contextlib.suppress(ValueError, OSError):
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        offset = part.stat().st_size if part.is_file() else 0
-        if offset and meta.get("url") != url:
-            logger.info("%s: partial file from another source; starting over", desc)
-            part.unlink()
-            offset = 0
-        headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-            validator = meta.get("etag") or meta.get("last_modified")
-            if validator:
-                headers["If-Range"] = validator
+        offset, headers = _resume_request(url, part, meta_path, desc)
         try:
             resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
         except urllib.error.HTTPError as e:
-            if e.code == 416 and offset:
-                total = _range_total(e.headers.get("Content-Range", ""))
-                if total == offset or total is None:
-                    return  # the partial file already holds the whole file: the caller verifies it
-                part.unlink()
-                continue
-            raise FetchError(f"{desc}: HTTP {e.code} {e.reason} from {url}") from None
+            if _partial_is_whole(e, offset, part, desc, url):
+                return  # the caller verifies it
+            continue
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
             last_error = f"cannot reach {url} ({reason})"
@@ -333,34 +330,13 @@ def http_download(url: str, part: Path, desc: str, retries: int = 3, timeout: fl
                 continue
             raise FetchError(f"{desc}: {last_error}") from None
         with resp:
-            mode = "ab"
-            total: int | None
-            if resp.status == 206:
-                start, total = _content_range(resp.headers.get("Content-Range", ""))
-                if start != offset:
-                    logger.info("%s: server answered range %s for offset %d; starting over", desc, start, offset)
-                    part.unlink(missing_ok=True)
-                    continue
-            else:
-                if offset:
-                    logger.info("%s: the server sent the whole file (no range support or the file changed); "
-                                "starting over", desc)
-                offset, mode = 0, "wb"
-                length = resp.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
+            plan = _write_plan(resp, offset, part, desc)
+            if plan is None:
+                continue
+            offset, mode, total = plan
             atomic_write_json({"url": url, "etag": resp.headers.get("ETag"),
                                "last_modified": resp.headers.get("Last-Modified"), "total": total}, meta_path)
-            error: BaseException | None = None
-            with open(part, mode) as f, _bar(total, desc, initial=offset) as bar:
-                try:
-                    while True:
-                        chunk = resp.read(_CHUNK)
-                        if not chunk:
-                            break
-                        f.write(chunk)
-                        bar.update(len(chunk))
-                except (TimeoutError, http.client.IncompleteRead, ConnectionError, OSError) as e:
-                    error = e
+            error = _receive(resp, part, mode, total, offset, desc)
         got = part.stat().st_size
         if error is None and (total is None or got >= total):
             meta_path.unlink(missing_ok=True)
@@ -372,6 +348,75 @@ def http_download(url: str, part: Path, desc: str, retries: int = 3, timeout: fl
             time.sleep(min(0.5 * 2.0 ** attempt, 10.0))
     raise FetchError(f"{desc}: {last_error}. The bytes received are kept in {part}: run the same command again "
                      f"to resume")
+
+
+def _resume_request(url: str, part: Path, meta_path: Path, desc: str) -> tuple[int, dict[str, str]]:
+    """The offset to resume from (0 after dropping a partial file of another URL) and the request headers."""
+    meta: dict[str, Any] = {}
+    if meta_path.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    offset = part.stat().st_size if part.is_file() else 0
+    if offset and meta.get("url") != url:
+        logger.info("%s: partial file from another source; starting over", desc)
+        part.unlink()
+        offset = 0
+    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        validator = meta.get("etag") or meta.get("last_modified")
+        if validator:
+            headers["If-Range"] = validator
+    return offset, headers
+
+
+def _partial_is_whole(e: urllib.error.HTTPError, offset: int, part: Path, desc: str, url: str) -> bool:
+    """After an HTTP error: True when a 416 says the partial file already holds the whole file; False after
+    dropping a partial file the server cannot resume (start over).
+
+    Raises:
+        FetchError: any other HTTP error.
+    """
+    if e.code == 416 and offset:
+        total = _range_total(e.headers.get("Content-Range", ""))
+        if total == offset or total is None:
+            return True
+        part.unlink()
+        return False
+    raise FetchError(f"{desc}: HTTP {e.code} {e.reason} from {url}") from None
+
+
+def _write_plan(resp: Any, offset: int, part: Path, desc: str) -> tuple[int, str, int | None] | None:
+    """``(offset, file mode, total size or None)`` for the server's answer; None (partial file dropped)
+    when a range answer does not start at ``offset``."""
+    if resp.status == 206:
+        start, total = _content_range(resp.headers.get("Content-Range", ""))
+        if start != offset:
+            logger.info("%s: server answered range %s for offset %d; starting over", desc, start, offset)
+            part.unlink(missing_ok=True)
+            return None
+        return offset, "ab", total
+    if offset:
+        logger.info("%s: the server sent the whole file (no range support or the file changed); "
+                    "starting over", desc)
+    length = resp.headers.get("Content-Length")
+    return 0, "wb", (int(length) if length and length.isdigit() else None)
+
+
+def _receive(resp: Any, part: Path, mode: str, total: int | None, offset: int, desc: str) -> BaseException | None:
+    """Append (``mode`` 'ab') or write ('wb') the response body to ``part``; the error that cut it short, if any."""
+    error: BaseException | None = None
+    with open(part, mode) as f, _bar(total, desc, initial=offset) as bar:
+        try:
+            while True:
+                chunk = resp.read(_CHUNK)
+                if not chunk:
+                    break
+                f.write(chunk)
+                bar.update(len(chunk))
+        except (TimeoutError, http.client.IncompleteRead, ConnectionError, OSError) as e:
+            error = e
+    return error
 
 
 def _content_range(value: str) -> tuple[int | None, int | None]:
@@ -395,9 +440,6 @@ def gdown_download(url: str, out: Path, desc: str, retries: int = 3, timeout: fl
     Raises:
         FetchError: gdown could not fetch the file (the partial file is kept for the next call).
     """
-    import gdown
-    import requests
-
     out.parent.mkdir(parents=True, exist_ok=True)
     drive = "drive.google.com" in urllib.parse.urlsplit(url).netloc
     logger.info("%s: gdown %s", desc, url)
@@ -463,25 +505,10 @@ def fetch_one(entry: WeightFile, dest: str | os.PathLike, mirror: str | None = N
     dest.mkdir(parents=True, exist_ok=True)
     extra: list[str] = []
     if final.is_file():
-        v = verify(final, entry, read_digests(dest).get(entry.name))
-        if v.ok:
-            if v.needs_record:
-                _record_digest(dest, entry, v.sha256 or "", final.stat().st_size, f"already in {dest}")
-            if convert:
-                extra += _maybe_convert(entry, final, dest)
-            return Outcome(entry.name, "ok", f"already there; {v.detail}", final, extra)
-        aside = _set_aside(final, v.sha256)
-        logger.warning("%s: the file in place fails verification (%s); moved aside to %s and fetching it again",
-                       entry.name, v.detail, aside)
-        extra.append(f"the previous {final} failed verification ({v.detail}); kept as {aside}")
-    if mirror:
-        kind, where = _mirror_source(mirror, entry.name)
-        sources = [(kind, where)]
-    else:
-        sources = [(entry.backend, u) for u in entry.urls]
-    if not sources:
-        raise FetchError(f"{entry.name}: no public download ({entry.note or 'no URL in the manifest'}). Put the file "
-                         f"at {final} yourself, or fetch it from a copy with --mirror DIR_OR_URL")
+        done = _keep_if_verified(entry, final, dest, convert, extra)
+        if done is not None:
+            return done
+    sources = _sources(entry, mirror, final)
     partial = dest / PARTIAL_DIR
     errors = []
     for kind, where in sources:
@@ -490,27 +517,62 @@ def fetch_one(entry: WeightFile, dest: str | os.PathLike, mirror: str | None = N
         except FetchError as e:
             errors.append(str(e))
             continue
-        v = verify(staged, entry, read_digests(dest).get(entry.name))
-        if not v.ok:
-            aside = _set_aside(staged, v.sha256)
-            raise FetchError(
-                f"{entry.name}: the file from {where} fails verification: {v.detail}. It is kept aside as {aside} "
-                f"(never under the real name). What to do: delete {aside} and run the command again (a transfer "
-                f"error gives a different file next time); if it fails again, the source has changed: compare "
-                f"with the manifest ({entry.digest_source}) before using it, or get the file from a trusted copy "
-                "with --mirror")
-        if final.exists():  # appeared meanwhile (another process): keep it, drop ours
-            staged.unlink()
-            return Outcome(entry.name, "ok", "placed meanwhile by another process", final, extra)
-        os.replace(staged, final)
-        with contextlib.suppress(OSError):
-            partial.rmdir()
+        return _place(entry, staged, where, dest, convert, extra)
+    raise FetchError("; ".join(errors) + (f". Note: {entry.note}" if entry.note else ""))
+
+
+def _keep_if_verified(entry: WeightFile, final: Path, dest: Path, convert: bool, extra: list[str]) -> Outcome | None:
+    """The ``ok`` outcome when the file in place passes verification; else None, after moving it aside
+    (noted in ``extra``)."""
+    v = verify(final, entry, read_digests(dest).get(entry.name))
+    if v.ok:
         if v.needs_record:
-            _record_digest(dest, entry, v.sha256 or "", final.stat().st_size, where)
+            _record_digest(dest, entry, v.sha256 or "", final.stat().st_size, f"already in {dest}")
         if convert:
             extra += _maybe_convert(entry, final, dest)
-        return Outcome(entry.name, "fetched", f"from {where}; {v.detail}", final, extra)
-    raise FetchError("; ".join(errors) + (f". Note: {entry.note}" if entry.note else ""))
+        return Outcome(entry.name, "ok", f"already there; {v.detail}", final, extra)
+    aside = _set_aside(final, v.sha256)
+    logger.warning("%s: the file in place fails verification (%s); moved aside to %s and fetching it again",
+                   entry.name, v.detail, aside)
+    extra.append(f"the previous {final} failed verification ({v.detail}); kept as {aside}")
+    return None
+
+
+def _sources(entry: WeightFile, mirror: str | None, final: Path) -> list[tuple[str, str]]:
+    """``(kind, where)`` to try in turn: the mirror, else the manifest's URLs; FetchError when there is none."""
+    if mirror:
+        sources = [_mirror_source(mirror, entry.name)]
+    else:
+        sources = [(entry.backend, u) for u in entry.urls]
+    if not sources:
+        raise FetchError(f"{entry.name}: no public download ({entry.note or 'no URL in the manifest'}). Put the file "
+                         f"at {final} yourself, or fetch it from a copy with --mirror DIR_OR_URL")
+    return sources
+
+
+def _place(entry: WeightFile, staged: Path, where: str, dest: Path, convert: bool, extra: list[str]) -> Outcome:
+    """Verify a staged download and move it to its real name (or set it aside and raise FetchError)."""
+    final = dest / entry.name
+    v = verify(staged, entry, read_digests(dest).get(entry.name))
+    if not v.ok:
+        aside = _set_aside(staged, v.sha256)
+        raise FetchError(
+            f"{entry.name}: the file from {where} fails verification: {v.detail}. It is kept aside as {aside} "
+            f"(never under the real name). What to do: delete {aside} and run the command again (a transfer "
+            f"error gives a different file next time); if it fails again, the source has changed: compare "
+            f"with the manifest ({entry.digest_source}) before using it, or get the file from a trusted copy "
+            "with --mirror")
+    if final.exists():  # appeared meanwhile (another process): keep it, drop ours
+        staged.unlink()
+        return Outcome(entry.name, "ok", "placed meanwhile by another process", final, extra)
+    os.replace(staged, final)
+    with contextlib.suppress(OSError):
+        (dest / PARTIAL_DIR).rmdir()
+    if v.needs_record:
+        _record_digest(dest, entry, v.sha256 or "", final.stat().st_size, where)
+    if convert:
+        extra += _maybe_convert(entry, final, dest)
+    return Outcome(entry.name, "fetched", f"from {where}; {v.detail}", final, extra)
 
 
 def _transfer(kind: str, where: str, partial: Path, name: str, retries: int, timeout: float) -> Path:
@@ -562,9 +624,6 @@ def convert_openai_clip(src: str | os.PathLike, out: str | os.PathLike) -> int:
     Returns:
         The number of tensors written.
     """
-    import torch
-    from safetensors.torch import save_file
-
     sd = torch.jit.load(str(src), map_location="cpu").state_dict()
     tensors = {k: v.detach().contiguous() for k, v in sd.items()
                if torch.is_tensor(v) and k not in ("input_resolution", "context_length", "vocab_size")}

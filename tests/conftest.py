@@ -43,6 +43,60 @@ def synthetic_tiny_root(tmp_path_factory):
     return root
 
 
+# ----------------------------------------------------------------------------------------------
+# shared tiny runs: trained once per session (tests/helpers/tiny.py), read by many tests, written by none
+
+SHARED_RUNS = ("tiny_dcac_run", "tiny_clip_run", "tiny_osnet_run")
+
+
+@pytest.fixture(scope="session")
+def tiny_dcac_run(synthetic_tiny_root, tmp_path_factory):
+    """A finished 1-epoch DCAC-tiny run folder (targets msmt17, market1501). Read it only: a test that
+    changes a run works on a copy (``shutil.copytree``)."""
+    from helpers.tiny import train_shared
+
+    return train_shared("dcac", synthetic_tiny_root, tmp_path_factory.mktemp("shared_runs") / "dcac")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_run(synthetic_tiny_root, tmp_path_factory):
+    """A finished 1-epoch CLIP-baseline (clip_reid_tiny) run folder (target msmt17). Read it only."""
+    from helpers.tiny import train_shared
+
+    return train_shared("clip", synthetic_tiny_root, tmp_path_factory.mktemp("shared_runs") / "clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_osnet_run(synthetic_tiny_root, tmp_path_factory):
+    """A finished 1-epoch OSNet (osnet_x0_25, torchreid engine) run folder (target msmt17). Read it only."""
+    from helpers.tiny import train_shared
+
+    return train_shared("osnet", synthetic_tiny_root, tmp_path_factory.mktemp("shared_runs") / "osnet")
+
+
+def _listing(folder):
+    """Every path under ``folder`` with its modification time and size."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*")}
+
+
+@pytest.fixture(autouse=True)
+def _shared_runs_stay_unchanged(request):
+    """Fail a test that changed a shared run folder, so that reusing the run cannot hide a side effect
+    (nor let one test's writes reach the next)."""
+    used = {name: request.getfixturevalue(name) for name in SHARED_RUNS if name in request.fixturenames}
+    before = {name: _listing(run) for name, run in used.items()}
+    yield
+    for name, run in used.items():
+        after = _listing(run)
+        if after != before[name]:
+            was = before[name]
+            changes = {"added": sorted(after.keys() - was.keys()), "removed": sorted(was.keys() - after.keys()),
+                       "rewritten": sorted(k for k in was.keys() & after.keys() if was[k] != after[k])}
+            what = "; ".join(f"{kind}: {', '.join(paths)}" for kind, paths in changes.items() if paths)
+            pytest.fail(f"{request.node.nodeid} changed the shared run folder {name} ({run}): {what}. A test that "
+                        f"writes into a run works on a copy: shutil.copytree({name}, tmp_path / ...)", pytrace=False)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` run only where CUDA exists: elsewhere they are deselected (not skipped),
     since a CPU machine cannot have the component at all."""
@@ -52,6 +106,50 @@ def pytest_collection_modifyitems(config, items):
     if len(keep) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if "cuda" in item.keywords])
         items[:] = keep
+
+
+# ----------------------------------------------------------------------------------------------
+# on request (DCAC_TEST_COUNT_RUNS=1, or =list for one line per run): how many runs the session does,
+# counted at dcac_plugin.runner.run in this process (runs in child processes are not seen)
+
+_runs: list[tuple[str, str]] = []
+
+
+def pytest_configure(config):
+    if os.environ.get("DCAC_TEST_COUNT_RUNS", "") not in ("1", "list"):
+        return
+    import dcac_plugin.cli.train as cli_train
+    import dcac_plugin.runner as runner
+
+    real = runner.run
+
+    def counted(cfg, **kw):
+        evaluate = cfg.test.evaluate if kw.get("eval_only") is None else kw["eval_only"]
+        kind = "evaluation" if evaluate else "resume" if cfg.model.resume else "training"
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?")
+        try:
+            record = real(cfg, **kw)
+        except BaseException:
+            _runs.append((f"{kind} (raised)", test))
+            raise
+        _runs.append((f"{kind} ({cfg.model.name}, {cfg.train.max_epoch} ep)" if kind == "training" else kind, test))
+        return record
+
+    runner.run = cli_train.run = counted
+
+
+def _write_run_counts(reporter) -> None:
+    if os.environ.get("DCAC_TEST_COUNT_RUNS", "") not in ("1", "list"):
+        return
+    counts: dict[str, int] = {}
+    for kind, _ in _runs:
+        key = kind.split(" (")[0] + (" (raised)" if kind.endswith("(raised)") else "")
+        counts[key] = counts.get(key, 0) + 1
+    reporter.write_line("runner runs in this process: "
+                        + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none"))
+    if os.environ["DCAC_TEST_COUNT_RUNS"] == "list":
+        for kind, test in _runs:
+            reporter.write_line(f"  {kind}: {test}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -92,3 +190,4 @@ def pytest_unconfigure(config):
         line = "skipped components: none" + (" (CI=true / DCAC_REQUIRE_ALL=1: missing ones fail)" if required()
                                              else "")
     reporter.write_line(line, yellow=bool(_skipped_components), bold=True)
+    _write_run_counts(reporter)

@@ -2,12 +2,15 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny
+from helpers.tiny import returned_record
 
 from dcac_plugin.cli.train import main
 from dcac_plugin.config import ConfigError
@@ -15,7 +18,7 @@ from dcac_plugin.data.datasets import DatasetLayoutError
 from dcac_plugin.models.weights import WeightLoadError
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.workers", "0", "train.batch_size", "16", "test.batch_size", "64", "train.print_freq", "1"]
+TINY = tiny.TINY + ["train.print_freq", "1"]
 
 
 def run(config: str, data_root: Path, out: Path, *extra: str) -> dict:
@@ -24,10 +27,9 @@ def run(config: str, data_root: Path, out: Path, *extra: str) -> dict:
     return main(argv)
 
 
-def test_dcac_train_and_eval_writes_the_run_folder(synthetic_tiny_root, tmp_path):
-    out = tmp_path / "dcac"
-    rec = run("configs/demo/dcac_tiny.yaml", synthetic_tiny_root, out, "train.max_epoch", "1",
-              "data.targets", "msmt17,market1501")
+def test_dcac_train_and_eval_writes_the_run_folder(tiny_dcac_run):
+    out = tiny_dcac_run  # dcac_tiny.yaml, 1 epoch, data.targets msmt17,market1501
+    rec = returned_record(out)
     for name in ("config.yaml", "train.log", "results.json", "checkpoint_ep1.pth"):
         assert (out / name).is_file(), name
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
@@ -56,9 +58,9 @@ def test_dcac_train_and_eval_writes_the_run_folder(synthetic_tiny_root, tmp_path
     assert state["epoch"] == 1 and "memory" in state["extra"]
 
 
-def test_eval_only_reloads_the_checkpoint_and_reproduces_metrics(synthetic_tiny_root, tmp_path):
-    out = tmp_path / "dcac"
-    rec = run("configs/demo/dcac_tiny.yaml", synthetic_tiny_root, out, "train.max_epoch", "1")
+def test_eval_only_reloads_the_checkpoint_and_reproduces_metrics(tiny_dcac_run, synthetic_tiny_root, tmp_path):
+    out = tiny_dcac_run
+    rec = returned_record(out)
     again = main(["--config-file", str(ROOT / "configs/demo/dcac_tiny.yaml"), "--eval-only",
                   "data.root", str(synthetic_tiny_root), "data.save_dir", str(tmp_path / "eval"), *TINY,
                   "model.load_weights", str(out / "checkpoint_ep1.pth")])
@@ -67,9 +69,9 @@ def test_eval_only_reloads_the_checkpoint_and_reproduces_metrics(synthetic_tiny_
         assert again["results"]["msmt17"][k] == pytest.approx(v, abs=1e-6)
 
 
-def test_clip_baseline_has_no_diffusion_branch(synthetic_tiny_root, tmp_path):
-    out = tmp_path / "clip"
-    rec = run("configs/demo/clip_tiny.yaml", synthetic_tiny_root, out, "train.max_epoch", "1")
+def test_clip_baseline_has_no_diffusion_branch(tiny_clip_run, synthetic_tiny_root, tmp_path):
+    out = tiny_clip_run  # clip_tiny.yaml, 1 epoch
+    rec = returned_record(out)
     assert rec["model"] == "clip_reid_tiny"
     state = torch.load(out / "checkpoint_ep1.pth", map_location="cpu", weights_only=True)
     assert not any("lora_" in k or "prompt_emb" in k for k in state["model"])
@@ -79,17 +81,16 @@ def test_clip_baseline_has_no_diffusion_branch(synthetic_tiny_root, tmp_path):
     assert rec2["model"] == "clip_reid_tiny"
 
 
-def test_osnet_baseline_through_torchreid_engine(synthetic_tiny_root, tmp_path):
-    out = tmp_path / "osnet"
-    rec = run("configs/demo/osnet.yaml", synthetic_tiny_root, out, "train.max_epoch", "1")
+def test_osnet_baseline_through_torchreid_engine(tiny_osnet_run):
+    out = tiny_osnet_run  # osnet.yaml, 1 epoch
+    rec = returned_record(out)
     assert rec["model"] == "osnet_x0_25" and rec["loss"] == "softmax" and rec["init"] == "random"
     assert set(rec["results"]) == {"msmt17"}
     assert (out / "checkpoint_ep1.pth").is_file()
 
 
-def test_resume_continues_from_the_last_checkpoint(synthetic_tiny_root, tmp_path):
-    out = tmp_path / "resumed"
-    run("configs/demo/clip_tiny.yaml", synthetic_tiny_root, out, "train.max_epoch", "1")
+def test_resume_continues_from_the_last_checkpoint(tiny_clip_run, synthetic_tiny_root, tmp_path):
+    out = Path(shutil.copytree(tiny_clip_run, tmp_path / "resumed"))  # clip_tiny.yaml, 1 epoch
     rec = main(["--config-file", str(ROOT / "configs/demo/clip_tiny.yaml"), "--resume", "data.root",
                 str(synthetic_tiny_root), "data.save_dir", str(out), *TINY, "train.max_epoch", "2"])
     log = (out / "train.log").read_text()
@@ -166,13 +167,13 @@ def test_test_time_reranking_option(synthetic_tiny_root, tmp_path):
     assert set(rr["results"]["market1501"]) == {"mAP", "rank1", "rank5", "rank10", "mINP"}
 
 
-def test_eval_only_of_dcac_weights_needs_no_clip_or_sd_file_and_keeps_the_dcac_name(synthetic_tiny_root,
-                                                                                     tmp_path):
+def test_eval_only_of_dcac_weights_needs_no_clip_or_sd_file_and_keeps_the_dcac_name(tiny_dcac_run,
+                                                                                     synthetic_tiny_root, tmp_path):
     """Evaluating saved DCAC weights builds the encoder alone: missing CLIP/SD files are never opened."""
     from dcac_plugin.runner import file_sha256
 
-    out = tmp_path / "dcac"
-    rec = run("configs/demo/dcac_tiny.yaml", synthetic_tiny_root, out, "train.max_epoch", "1")
+    out = tiny_dcac_run
+    rec = returned_record(out)
     weights = out / "checkpoint_ep1.pth"
     missing = ["dcac.clip_weights", str(tmp_path / "no" / "ViT-B-16.pt"),
                "dcac.sd.weights", str(tmp_path / "no" / "v1-5-pruned.ckpt")]
@@ -222,11 +223,10 @@ def test_results_record_traces_the_run(synthetic_tiny_root, tmp_path):
     assert rec["status"] == "ok"
 
 
-def test_eval_only_on_a_run_folder_merges_new_targets(synthetic_tiny_root, tmp_path):
+def test_eval_only_on_a_run_folder_merges_new_targets(tiny_clip_run, synthetic_tiny_root, tmp_path):
     """More targets for a finished run: no retraining, nothing already in results.json is lost."""
-    out = tmp_path / "clip"
-    first = run("configs/demo/clip_tiny.yaml", synthetic_tiny_root, out, "train.max_epoch", "1",
-                "data.targets", "msmt17")
+    out = Path(shutil.copytree(tiny_clip_run, tmp_path / "clip"))  # clip_tiny.yaml, 1 epoch, targets msmt17
+    first = returned_record(tiny_clip_run)
     config_before = (out / "config.yaml").read_text()
     merged = main(["--config-file", str(ROOT / "configs/demo/clip_tiny.yaml"), "--eval-only",
                    "data.root", str(synthetic_tiny_root), "data.save_dir", str(out), *TINY,

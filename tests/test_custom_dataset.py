@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from helpers.tiny import TINY
 
 from dcac_plugin.cli.train import main as train_main
 from dcac_plugin.config import ConfigError, CustomDatasetSpec, get_default_config, merge_config, parse_custom_datasets
@@ -170,7 +171,7 @@ def test_custom_list_and_folder_train_and_evaluate_end_to_end(synthetic_tiny_roo
     out = tmp_path / "run"
     rec = train_main([
         "--config-file", str(ROOT / "configs/demo/clip_tiny.yaml"), "data.root", str(synthetic_tiny_root),
-        "data.save_dir", str(out), "data.workers", "0", "train.batch_size", "16", "test.batch_size", "64",
+        "data.save_dir", str(out), *TINY,
         "train.max_epoch", "1", "data.custom", f"mine=list:{tmp_path / 'mine.csv'},shop=folder:{folder}",
         "data.sources", "mine", "data.targets", "mine,shop,market1501"])
     assert rec["status"] == "ok" and rec["protocol"]["sources"] == ["mine"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny
 from helpers.realfs import (
     child_env,
     file_size_limit,
@@ -29,8 +30,7 @@ from dcac_plugin.config import ConfigError, get_default_config, merge_config
 from dcac_plugin.models.weights import WeightLoadError, read_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.workers", "0", "train.batch_size", "16", "test.batch_size", "64", "train.print_freq", "50",
-        "train.checkpoint_period", "1", "train.keep_checkpoints", "3"]
+TINY = tiny.TINY + ["train.print_freq", "50", "train.checkpoint_period", "1", "train.keep_checkpoints", "3"]
 DCAC = str(ROOT / "configs/demo/dcac_tiny.yaml")
 
 

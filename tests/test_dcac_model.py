@@ -251,3 +251,31 @@ def test_grad_checkpointing_same_encoder_gradients():
         m(x, x_vae=xv)["loss_ldm"].backward()
         grads.append(m.encoder.image_encoder.transformer.resblocks[0].attn.in_proj_weight.grad)
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_build_dcac_flat_arguments_are_the_option_groups():
+    """build_dcac's flat signature and the option dataclasses name the same arguments with the same defaults."""
+    import dataclasses
+    import inspect
+
+    from dcac_plugin.models.dcac import ConditionOptions, DiffusionOptions, EncoderOptions, build_dcac
+
+    flat = {n: p.default for n, p in inspect.signature(build_dcac).parameters.items()}
+    grouped = {f.name: f.default for cls in (EncoderOptions, DiffusionOptions, ConditionOptions)
+               for f in dataclasses.fields(cls)}
+    assert set(flat) - set(grouped) == {"num_classes", "diffusion", "grad_checkpointing"}
+    assert {n: flat[n] for n in grouped} == grouped
+
+
+def test_build_dcac_from_options_equals_build_dcac():
+    from dcac_plugin.models.dcac import DiffusionOptions, EncoderOptions, build_dcac, build_dcac_from_options
+
+    tiny = {"vision": "tiny", "image_size": (128, 64)}
+    torch.manual_seed(0)
+    a = build_dcac(6, **tiny, unet="tiny", vae="tiny", vae_image_size=64, lora_rank=2)
+    torch.manual_seed(0)
+    b = build_dcac_from_options(6, EncoderOptions(**tiny),
+                                DiffusionOptions(unet="tiny", vae="tiny", vae_image_size=64, lora_rank=2))
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not build_dcac_from_options(6, EncoderOptions(**tiny), None).has_diffusion

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.transforms as T
+from helpers.tiny import TINY
 
 from dcac_plugin.config import get_default_config, merge_config
 from dcac_plugin.data.manager import build_datamanager
 from dcac_plugin.engine.build import build_engine
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.workers", "0", "train.batch_size", "16", "test.batch_size", "64"]
 
 
 def _cfg(config: str, root: Path, tmp_path: Path, *opts: str):
@@ -58,7 +58,7 @@ def test_amp_auto_resolves_to_fp16_with_a_scaler_on_cuda_and_off_on_cpu(caplog):
     device is CUDA (the device is the function's input: no GPU needed to test the CUDA branch)."""
     from dcac_plugin.engine.dcac_engine import resolve_amp
 
-    with caplog.at_level(logging.INFO, logger="dcac_plugin.engine.dcac_engine"):
+    with caplog.at_level(logging.INFO, logger="dcac_plugin"):  # resolve_amp logs from utils.precision
         assert resolve_amp("auto", torch.device("cpu")) == ("off", False)
         assert resolve_amp("auto", torch.device("cuda")) == ("fp16", True)
         assert resolve_amp("auto", torch.device("cuda", 1)) == ("fp16", True)
@@ -78,7 +78,7 @@ def test_amp_auto_resolves_to_fp16_with_a_scaler_on_cuda_and_off_on_cpu(caplog):
 def test_amp_auto_engine_on_cpu_trains_in_fp32_and_logs_the_choice(synthetic_tiny_root, tmp_path, caplog):
     cfg = _cfg("configs/demo/clip_tiny.yaml", synthetic_tiny_root, tmp_path, "train.amp", "auto")
     dm = build_datamanager(cfg, use_gpu=False, plugin_views=True, vae_view=False)
-    with caplog.at_level(logging.INFO, logger="dcac_plugin.engine.dcac_engine"):
+    with caplog.at_level(logging.INFO, logger="dcac_plugin"):  # resolve_amp logs from utils.precision
         engine = build_engine(cfg, dm, torch.device("cpu"), is_plugin=True)
     assert engine.amp == "off" and not engine.scaler.is_enabled()
     assert any(r.getMessage().startswith("train.amp auto -> off") for r in caplog.records)

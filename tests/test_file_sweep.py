@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny
 from helpers.realfs import (
     no_read_permission,
     no_write_permission,
@@ -40,8 +41,7 @@ from dcac_plugin.cli.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 DCAC = str(ROOT / "configs/demo/dcac_tiny.yaml")
-TINY = ["data.workers", "0", "train.batch_size", "16", "test.batch_size", "64", "train.print_freq", "50",
-        "train.checkpoint_period", "1", "train.keep_checkpoints", "3"]
+TINY = tiny.TINY + ["train.print_freq", "50", "train.checkpoint_period", "1", "train.keep_checkpoints", "3"]
 HTML = "<!DOCTYPE html>\n<html><body>Sign in</body></html>\n"
 
 

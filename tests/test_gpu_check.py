@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu_check  # noqa: E402
 
-TINY = ["data.workers", "0", "train.batch_size", "16", "test.batch_size", "64", "train.print_freq", "1"]
+TINY = tiny.TINY + ["train.print_freq", "1"]
 
 
 @pytest.mark.slow

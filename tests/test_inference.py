@@ -21,29 +21,20 @@ from dcac_plugin.evaluation import compute_distance_chunk, re_ranking_features
 from dcac_plugin.inference import FeatureExtractor, list_images, load_features, run_weights
 from dcac_plugin.models.weights import WeightLoadError
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.workers", "0", "train.batch_size", "16", "test.batch_size", "64", "train.print_freq", "1",
-        "train.max_epoch", "1"]
 
-
-def _train(config: str, data_root: Path, out: Path, *extra: str) -> Path:
-    train_main(["--config-file", str(ROOT / config), "data.root", str(data_root), "data.save_dir", str(out),
-                *TINY, *extra])
-    return out
+@pytest.fixture(scope="module")
+def dcac_run(tiny_dcac_run):
+    """dcac_tiny.yaml, 1 epoch, data.targets msmt17,market1501 (shared: read only)."""
+    return tiny_dcac_run
 
 
 @pytest.fixture(scope="module")
-def dcac_run(synthetic_tiny_root, tmp_path_factory):
-    return _train("configs/demo/dcac_tiny.yaml", synthetic_tiny_root, tmp_path_factory.mktemp("inf") / "dcac",
-                  "data.targets", "msmt17,market1501")
+def osnet_run(tiny_osnet_run):
+    """osnet.yaml, 1 epoch (shared: read only)."""
+    return tiny_osnet_run
 
 
-@pytest.fixture(scope="module")
-def osnet_run(synthetic_tiny_root, tmp_path_factory):
-    return _train("configs/demo/osnet.yaml", synthetic_tiny_root, tmp_path_factory.mktemp("inf") / "osnet")
-
-
-def _evaluation_features(run: Path, data_root: Path, monkeypatch) -> dict:
+def _evaluation_features(run: Path, data_root: Path, save_dir: Path, monkeypatch) -> dict:
     """Re-evaluate the run (eval-only) and capture the features the evaluator receives."""
     seen = {}
     real = evaluation.evaluate_features
@@ -53,16 +44,16 @@ def _evaluation_features(run: Path, data_root: Path, monkeypatch) -> dict:
         return real(qf, gf, q_pids, g_pids, q_camids, g_camids, **kw)
 
     monkeypatch.setattr(evaluation, "evaluate_features", spy)
-    train_main(["--config-file", str(run / "config.yaml"), "--eval-only", "data.save_dir", str(run / "re_eval"),
+    train_main(["--config-file", str(run / "config.yaml"), "--eval-only", "data.save_dir", str(save_dir),
                 "data.root", str(data_root), "data.workers", "0", "model.load_weights", str(run_weights(run))])
     return seen
 
 
 @pytest.mark.parametrize("which", ["dcac", "osnet"])
 def test_extractor_gives_exactly_the_evaluation_features(which, dcac_run, osnet_run, synthetic_tiny_root,
-                                                         monkeypatch):
+                                                         tmp_path, monkeypatch):
     run = dcac_run if which == "dcac" else osnet_run
-    seen = _evaluation_features(run, synthetic_tiny_root, monkeypatch)
+    seen = _evaluation_features(run, synthetic_tiny_root, tmp_path / "re_eval", monkeypatch)
     qf, gf, kw = seen[0]  # first target: msmt17
     assert kw["normalize"] is True and kw["metric"] == "euclidean"
     fx = FeatureExtractor.from_run(run, opts=["data.root", str(synthetic_tiny_root)], device="cpu", batch_size=7)

@@ -825,3 +825,47 @@ def test_cli_output_file_and_empty(results_dir, tmp_path, capsys):
     empty.mkdir()
     assert leaderboard_main(["--results", str(empty)]) == 1
     assert "no results in" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# the package: renderer modules, page resources
+
+
+def test_page_css_and_js_are_package_resources_inlined_in_the_page(golden_tables):
+    from importlib import resources
+
+    folder = resources.files("dcac_plugin").joinpath("resources").joinpath("leaderboard")
+    css = folder.joinpath("leaderboard.css").read_text(encoding="utf-8")
+    js = folder.joinpath("leaderboard.js").read_text(encoding="utf-8")
+    assert "table.lb" in css and "sortTable" in js and "data-ready" in js
+    page = render(golden_tables, "html", embed_plot=False)
+    assert f"<style>\n{css}</style>" in page and f"<script>\n{js}</script>" in page
+    assert page.count("<style>") == 1 and page.count("<script>") == 1  # inlined, nothing linked
+
+
+@pytest.mark.parametrize("fmt, module, function", [
+    ("github", "github", "render_github"), ("latex", "latex", "render_latex"), ("csv", "csv_table", "render_csv"),
+    ("json", "json_doc", "render_json"), ("html", "html_page", "render_html")])
+@pytest.mark.parametrize("metric", ["both", "rank1"])
+def test_each_renderer_module_alone_equals_render(golden_tables, fmt, module, function, metric):
+    import importlib
+
+    from dcac_plugin.benchmark import leaderboard
+
+    renderer = getattr(importlib.import_module(f"dcac_plugin.benchmark.leaderboard.{module}"), function)
+    assert getattr(leaderboard, function) is renderer  # the package re-exports the module's function
+    kwargs = {"embed_plot": False} if fmt == "html" else {}
+    assert renderer(golden_tables, metric, **kwargs) == render(golden_tables, fmt, metric, **kwargs)
+
+
+def test_package_reexports_the_old_module_names():
+    """Every public name of the former single-module leaderboard is importable from the package."""
+    from dcac_plugin.benchmark import leaderboard
+
+    old = ["AVERAGE", "BENCHMARK_CHOICES", "COMPUTED_MARK", "CSV_FIELDS", "FLAG_TEXT", "FORMATS", "JSON_SCHEMA",
+           "METRIC_CHOICES", "METRIC_LABEL", "PAIR", "PROTOCOL_CHOICES", "PROTOCOL_FLAG", "RENDERERS", "TAG_TEXT",
+           "UNKNOWN", "Cell", "LeaderboardError", "Row", "RunValue", "Table", "build_tables", "flag_text",
+           "latex_escape", "plot_png", "plot_tables", "provenance_dict", "render", "render_csv", "render_github",
+           "render_html", "render_json", "render_latex", "round1", "tables_to_dict"]
+    assert sorted(leaderboard.__all__) == sorted(old)
+    assert all(hasattr(leaderboard, name) for name in old)

@@ -14,12 +14,13 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers.tiny import TINY
 
 from dcac_plugin.cli.train import main
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = ["data.sources", "market1501", "data.targets", "market1501", "data.workers", "0", "train.batch_size", "16",
-          "test.batch_size", "64", "train.print_freq", "1000", "train.checkpoint_period", "1000", "train.seed", "0"]
+COMMON = ["data.sources", "market1501", "data.targets", "market1501", *TINY, "train.print_freq", "1000",
+          "train.checkpoint_period", "1000", "train.seed", "0"]
 RANDOM_INIT = ["dcac.clip_weights", "", "dcac.sd.weights", ""]
 
 # model -> (config, epochs, extra overrides, minimum mAP gain, minimum drop of each loss term).

@@ -243,3 +243,16 @@ def test_mechanism_report_rule_and_pairs():
 
     runs = {"a": {1: rec(10.0), 2: rec(12.0), 3: rec(11.0)}, "b": {1: rec(9.5), 3: rec(11.5)}}
     assert paired(runs, "a", "b", "msmt17") == [(1, 0.5), (3, -0.5)]
+
+
+def test_pretrain_priors_makes_a_new_output_folder_beside_its_work_folder(tmp_path):
+    """The command line keeps ``--work`` outside ``--output``; a fresh ``--output`` is created."""
+    from dcac_plugin.data.corpus import CorpusSpec
+    from dcac_plugin.priors import CLIP_FILE, SD_FILE, PretrainConfig, pretrain_priors
+
+    cfg = PretrainConfig(seed=3, clip_steps=2, clip_batch=8, vae_steps=2, vae_batch=4, unet_steps=2,
+                         unet_batch=4, ckpt_every=2)
+    spec = CorpusSpec(seed=5, train_ids=12, heldout_ids=21, imgs_per_id=8)
+    out = tmp_path / "new" / "priors"
+    pretrain_priors(out, cfg, spec, work=tmp_path / "work", grid=tmp_path / "grid.png")
+    assert (out / CLIP_FILE).is_file() and (out / SD_FILE).is_file()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.tiny import TINY, returned_record
 
 from dcac_plugin.cli.train import main
 from dcac_plugin.config import get_default_config, merge_config
@@ -20,7 +21,6 @@ from dcac_plugin.engine.build import build_engine
 from dcac_plugin.runner import set_seed
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.workers", "0", "train.batch_size", "16", "test.batch_size", "64"]
 
 
 # Run in the child: the project's real checkpoint writer (dcac_plugin.utils.io.atomic_torch_save, as
@@ -178,9 +178,10 @@ def test_bf16_autocast_tracks_fp32_over_ten_steps_on_real_batches(synthetic_tiny
     # autocast ran: every linear layer of the step computed in bf16 (encoder, heads, UNet, ...)
     assert len(dtypes["bf16"]) > 50 and set(dtypes["bf16"]) == {torch.bfloat16}, set(dtypes["bf16"])
     assert set(dtypes["fp32"]) == {torch.float32}
-    # and it changed the numbers: first-step total-loss gap measured 0.041 (loss_pcl 0.041, loss_ldm
-    # 2.6e-4, loss_id 2.4e-5); two fp32 engines from the same state give bit-identical losses
-    assert abs(losses["fp32"][0]["loss"] - losses["bf16"][0]["loss"]) > 4e-3
+    # and it changed the numbers: two fp32 engines from the same state give bit-identical losses (gap
+    # 0); the first-step total-loss gap under bf16 depends on the CPU's bf16 kernels: measured 0.041 on
+    # one machine and 0.0029 on an AMD EPYC, so the floor sits well below both and far above 0
+    assert abs(losses["fp32"][0]["loss"] - losses["bf16"][0]["loss"]) > 5e-4
     for name in ("fp32", "bf16"):
         ids = [r["loss_id"] for r in losses[name]]
         assert (ids[0] + ids[1]) / 2 - (ids[-2] + ids[-1]) / 2 > 0.025, (name, ids)  # measured 0.050
@@ -208,10 +209,10 @@ def test_grad_checkpointing_options_give_the_same_update(synthetic_tiny_root, tm
         torch.testing.assert_close(sb[k], sa[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
-def test_vae_cache_option_trains_and_matches_the_online_vae(synthetic_tiny_root, tmp_path):
+def test_vae_cache_option_trains_and_matches_the_online_vae(tiny_dcac_run, synthetic_tiny_root, tmp_path):
     cfg = str(ROOT / "configs/demo/dcac_tiny.yaml")
     common = ["data.root", str(synthetic_tiny_root), *TINY, "train.max_epoch", "1"]
-    online = main(["--config-file", cfg, *common, "data.save_dir", str(tmp_path / "online")])
+    online = returned_record(tiny_dcac_run)  # the same run, online VAE (its extra target leaves training alone)
     cached = main(["--config-file", cfg, *common, "data.save_dir", str(tmp_path / "cached"),
                    "dcac.sd.cache_vae_moments", "True"])
     assert list((tmp_path / "cached" / "vae_cache").glob("vae_moments_*.safetensors"))

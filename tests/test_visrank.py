@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny
 from PIL import Image
 
 from dcac_plugin.cli import visrank as visrank_cli
@@ -25,8 +26,7 @@ from dcac_plugin.inference.visrank import (
 from dcac_plugin.runner import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.workers", "0", "train.batch_size", "16", "test.batch_size", "64", "train.print_freq", "1",
-        "train.max_epoch", "1"]
+TINY = tiny.TINY + ["train.print_freq", "1", "train.max_epoch", "1"]
 
 
 def _hand_case():

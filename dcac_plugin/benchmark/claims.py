@@ -306,6 +306,7 @@ class Heartbeat:
 
 def atomic_write_json(obj: Any, path: str | Path) -> Path:
     """:func:`dcac_plugin.utils.io.atomic_write_json`, imported on use (it imports torch)."""
+    # local: dcac_plugin.benchmark stays torch-free (utils.io imports torch)
     from dcac_plugin.utils.io import atomic_write_json as write
 
     return write(obj, path)

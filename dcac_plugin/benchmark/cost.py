@@ -32,8 +32,6 @@ MSMT17_TRAIN_ONLY = 30_248
 
 def train_images(cfg: CfgNode) -> int | None:
     """Training images per epoch of ``cfg``'s sources; ``None`` when a source is unknown."""
-    from dcac_plugin.config import as_list
-
     marker = Path(cfg.data.root) / "SYNTHETIC.json"
     counts: dict[str, Any] = {}
     if marker.is_file():
@@ -42,7 +40,7 @@ def train_images(cfg: CfgNode) -> int | None:
         except (OSError, json.JSONDecodeError):
             counts = {}
     total = 0
-    for src in as_list(cfg.data.sources):
+    for src in list(cfg.data.sources):
         if marker.is_file():
             n = (counts.get(src) or {}).get("train_images")
         elif src == "msmt17" and not cfg.data.msmt17_include_val:

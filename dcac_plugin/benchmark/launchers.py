@@ -30,13 +30,12 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dcac_plugin.benchmark import claims
-from dcac_plugin.benchmark.runfiles import FAILED_FILE, RESULTS_FILE, read_json, results_state, write_failure
-
-if TYPE_CHECKING:
-    from dcac_plugin.benchmark.suite import RunEntry
+from dcac_plugin.benchmark.entries import RunEntry
+from dcac_plugin.benchmark.runfiles import write_failure
+from dcac_plugin.runfolder import RESULTS_FILE, TRAIN_LOG, clear_failure, read_failure, results_state
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ def check_results(entry: RunEntry) -> Outcome:
         return Outcome(True)
     if state == "incomplete":
         return Outcome(False, f"the run finished but {why} (a target has no finite metrics; see "
-                              f"{entry.output_dir / 'train.log'})")
+                              f"{entry.output_dir / TRAIN_LOG})")
     return Outcome(False, f"the runner returned but wrote no {RESULTS_FILE} in {entry.output_dir}")
 
 
@@ -152,7 +151,7 @@ def training_command(argv: Sequence[str], nproc: int = 1, python: str | None = N
 
 def cuda_device_ids() -> list[int]:
     """``range(torch.cuda.device_count())`` (empty without CUDA)."""
-    import torch
+    import torch  # local: dcac_plugin.benchmark is torch-free (the suite runner and dry runs never load it)
 
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
@@ -418,7 +417,7 @@ def check_slurm() -> None:
         LauncherError: naming the problem and the fix.
     """
     try:
-        import submitit  # noqa: F401
+        import submitit  # noqa: F401  (optional dependency, extra "slurm": only the Slurm launcher needs it)
     except ImportError:
         raise LauncherError("--launcher slurm needs the submitit package, which is not installed: "
                             "pip install submitit (or pip install -e '.[slurm]')") from None
@@ -494,8 +493,7 @@ def run_training_job(spec: JobSpec) -> dict[str, Any]:
             write_failure(run_dir, spec.run_name, spec.argv, error, "\n".join(tail), time.perf_counter() - t0,
                           launcher="slurm", job_id=job_id)
             raise RuntimeError(f"{spec.run_name}: {error}")
-        if (run_dir / FAILED_FILE).is_file():
-            (run_dir / FAILED_FILE).unlink()
+        clear_failure(run_dir)
         return {"run_name": spec.run_name, "status": "ok"}
     finally:
         beat.stop()
@@ -545,7 +543,7 @@ class SlurmLauncher(Launcher):
         self.heartbeat_s = claims.DEFAULT_HEARTBEAT_S if heartbeat_s is None else heartbeat_s
 
     def _executor(self, entry: RunEntry) -> Any:
-        import submitit
+        import submitit  # optional dependency (extra "slurm"): imported only by the Slurm launcher
 
         folder = entry.output_dir / SLURM_DIR
         folder.mkdir(parents=True, exist_ok=True)
@@ -593,7 +591,7 @@ class SlurmLauncher(Launcher):
         try:
             result = job.result()
         except Exception as exc:  # noqa: BLE001 - submitit re-raises the job's error with its log
-            failed = read_json(handle.entry.output_dir / FAILED_FILE)
+            failed = read_failure(handle.entry.output_dir)
             if failed and failed.get("job_id") == str(job.job_id):
                 return Outcome(False, str(failed.get("error")), str(exc), recorded=True)
             text = [t for t in str(exc).strip().splitlines() if t.strip()]

@@ -42,7 +42,6 @@ apart from real results everywhere downstream.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -54,17 +53,24 @@ from typing import Any
 
 import yaml
 
+from dcac_plugin.config import read_yaml, yaml_error_message
 from dcac_plugin.protocols import DATASET_CODES  # noqa: F401  (re-exported)
-from dcac_plugin.utils.files import file_sha256, latest_checkpoint
+from dcac_plugin.runfolder import (  # noqa: F401  (SCHEMA_VERSION, SCHEMA_VERSIONS: re-exported)
+    CONFIG_FILE,
+    RESULTS_FILE,
+    SCHEMA_VERSION,
+    SCHEMA_VERSIONS,
+    TRAIN_LOG,
+    check_schema_version,
+    latest_checkpoint,
+    read_results_file,
+    recorded_checkpoint,
+)
+from dcac_plugin.utils.files import file_sha256
 
 logger = logging.getLogger(__name__)
 
-#: The version the training runner writes now, and every version this module reads.
-SCHEMA_VERSION = 2
-SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
-#: Checkpoint file names the engine writes (``dcac_plugin.engine.base``; repeated here so that
-#: reading results never imports torch).
-
+# SCHEMA_VERSION (what the runner writes) and SCHEMA_VERSIONS (what is read): dcac_plugin.runfolder.
 #: The four standard DG datasets, in the order the published tables use.
 STANDARD_CODES: tuple[str, ...] = ("MA", "D", "MS", "C3")
 
@@ -267,58 +273,74 @@ def _seed_from_config(config_yaml: Path) -> int | None:
     Raises:
         RecordError: the file cannot be read or does not parse (``FILE line L column C: ...``).
     """
-    from dcac_plugin.config import read_yaml
-
     cfg = read_yaml(config_yaml, RecordError, "run config")
     seed = (cfg.get("train") or {}).get("seed") if isinstance(cfg, dict) else None
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
-def _provenance(obj: dict, path: Path | None, where: str) -> tuple[Provenance, int | None]:
-    """Provenance and seed of a record (see the module docstring for the fallbacks)."""
-    seed = _optional(obj, "seed", int, where)
+def _command(obj: dict, where: str) -> str | None:
+    """The recorded command line, else one rebuilt from the recorded ``argv``."""
     command = _optional(obj, "command", str, where)
     argv = _optional(obj, "argv", list, where)
     if argv is not None and not all(isinstance(a, str) for a in argv):
         raise RecordError(f"{where}: key 'argv' must be a list of strings, got {argv!r}")
     if command is None and argv is not None:
         command = shlex.join(argv)
+    return command
+
+
+def _wall_time(obj: dict, where: str) -> float | None:
     wall = obj.get("wall_time_s")
     if wall is not None and (isinstance(wall, bool) or not isinstance(wall, (int, float))):
         raise RecordError(f"{where}: key 'wall_time_s' must be a number, got {wall!r}")
-    run_dir = path.parent if path is not None else None
-    ckpt_file: str | None = None
-    ckpt_sha: str | None = None
-    recorded = "checkpoint" in obj
-    if recorded:
-        ck = obj["checkpoint"]
-        if ck is not None:
-            if not isinstance(ck, dict) or not isinstance(ck.get("file"), str):
-                raise RecordError(f"{where}: key 'checkpoint' must be null or an object with a 'file' string "
-                                  f"(and a 'sha256' string), got {ck!r}")
-            sha = ck.get("sha256")
-            if sha is not None and (not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha)):
-                raise RecordError(f"{where}: key 'checkpoint.sha256' must be 64 hex digits, got {sha!r}")
-            f = Path(ck["file"])
-            ckpt_file = str(f if f.is_absolute() or run_dir is None else run_dir / f)
-            ckpt_sha = sha.lower() if sha else None
-    elif run_dir is not None:
-        latest = latest_checkpoint(run_dir)
-        ckpt_file = str(latest) if latest is not None else None
+    return float(wall) if wall is not None else None
 
-    init_file = init_sha = None
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value) is not None
+
+
+def _checkpoint(obj: dict, run_dir: Path | None, where: str) -> tuple[str | None, str | None, bool]:
+    """``(file, sha256, recorded)``: the recorded checkpoint, else the run folder's latest one (no sha256)."""
+    if "checkpoint" not in obj:
+        latest = latest_checkpoint(run_dir) if run_dir is not None else None
+        return (str(latest) if latest is not None else None), None, False
+    ck = obj["checkpoint"]
+    if ck is None:
+        return None, None, True
+    if not isinstance(ck, dict) or not isinstance(ck.get("file"), str):
+        raise RecordError(f"{where}: key 'checkpoint' must be null or an object with a 'file' string "
+                          f"(and a 'sha256' string), got {ck!r}")
+    sha = ck.get("sha256")
+    if sha is not None and not _is_sha256(sha):
+        raise RecordError(f"{where}: key 'checkpoint.sha256' must be 64 hex digits, got {sha!r}")
+    return str(recorded_checkpoint(obj, run_dir)), (sha.lower() if sha else None), True
+
+
+def _init_weights(obj: dict, where: str) -> tuple[str | None, str | None]:
+    """``(file, sha256)`` of the recorded initial weight file (``init_weights``)."""
     iw = obj.get("init_weights")
-    if iw is not None:
-        if not isinstance(iw, dict) or not isinstance(iw.get("file"), str) or not (
-                isinstance(iw.get("sha256"), str) and re.fullmatch(r"[0-9a-fA-F]{64}", iw["sha256"])):
-            raise RecordError(f"{where}: key 'init_weights' must be null or an object with a 'file' string and a "
-                              f"'sha256' of 64 hex digits, got {iw!r}")
-        init_file, init_sha = iw["file"], iw["sha256"].lower()
+    if iw is None:
+        return None, None
+    if not isinstance(iw, dict) or not isinstance(iw.get("file"), str) or not _is_sha256(iw.get("sha256")):
+        raise RecordError(f"{where}: key 'init_weights' must be null or an object with a 'file' string and a "
+                          f"'sha256' of 64 hex digits, got {iw!r}")
+    return iw["file"], iw["sha256"].lower()
+
+
+def _provenance(obj: dict, path: Path | None, where: str) -> tuple[Provenance, int | None]:
+    """Provenance and seed of a record (see the module docstring for the fallbacks)."""
+    seed = _optional(obj, "seed", int, where)
+    command = _command(obj, where)
+    wall = _wall_time(obj, where)
+    run_dir = path.parent if path is not None else None
+    ckpt_file, ckpt_sha, recorded = _checkpoint(obj, run_dir, where)
+    init_file, init_sha = _init_weights(obj, where)
 
     def existing(name: str) -> str | None:
         return str(run_dir / name) if run_dir is not None and (run_dir / name).is_file() else None
 
-    config_yaml = existing("config.yaml")
+    config_yaml = existing(CONFIG_FILE)
     if seed is None and config_yaml is not None:
         seed = _seed_from_config(Path(config_yaml))
     prov = Provenance(
@@ -332,8 +354,8 @@ def _provenance(obj: dict, path: Path | None, where: str) -> tuple[Provenance, i
         checkpoint=ckpt_file,
         checkpoint_sha256=ckpt_sha,
         checkpoint_recorded=recorded,
-        train_log=existing("train.log"),
-        wall_time_s=float(wall) if wall is not None else None,
+        train_log=existing(TRAIN_LOG),
+        wall_time_s=wall,
         device=_optional(obj, "device", str, where),
         created=_optional(obj, "created", str, where),
         init=_optional(obj, "init", str, where),
@@ -433,22 +455,8 @@ def _metric(value: Any, where: str, ctx: str) -> float:
     return float(value)
 
 
-def parse_record(obj: Any, path: Path | str | None = None) -> Record:
-    """Validate one decoded ``results.json`` object and build a :class:`Record`.
-
-    Raises:
-        RecordError: naming the file and the offending key when the object does not follow
-            schema version 1 or 2.
-    """
-    where = _where(path)
-    if not isinstance(obj, dict):
-        raise RecordError(f"{where}: a results.json must hold a JSON object, got {type(obj).__name__}")
-    version = _require(obj, "schema_version", int, where)
-    if version not in SCHEMA_VERSIONS:
-        raise RecordError(f"{where}: schema_version {version} is not supported (this version reads "
-                          f"{', '.join(map(str, SCHEMA_VERSIONS))}); re-evaluate the run or upgrade dcac_plugin")
-    run_name = _require(obj, "run_name", str, where)
-    model = _require(obj, "model", str, where)
+def _protocol(obj: dict, where: str) -> tuple[str, list[str], list[str], str]:
+    """``(kind, sources, targets, benchmark)`` of the record's ``protocol`` block, validated."""
     proto = _require(obj, "protocol", dict, where)
     kind = _require(proto, "kind", str, where, "protocol.")
     if kind not in KINDS:
@@ -462,12 +470,17 @@ def parse_record(obj: Any, path: Path | str | None = None) -> Record:
     if benchmark not in BENCHMARKS:
         raise RecordError(f"{where}: protocol.benchmark must be one of {list(BENCHMARKS)}, "
                           f"got {benchmark!r}")
+    return kind, sources, targets, benchmark
+
+
+def _results(obj: dict, targets: list[str], where: str) -> dict[str, dict[str, float]]:
+    """target -> metric -> value: one entry per target, each with the required metrics, in [0, 100]."""
     results_raw = _require(obj, "results", dict, where)
-    results: dict[str, dict[str, float]] = {}
     for tgt in targets:
         if tgt not in results_raw:
             raise RecordError(f"{where}: protocol.targets lists '{tgt}' but results has no entry for it "
                               f"(results keys: {sorted(results_raw)})")
+    results: dict[str, dict[str, float]] = {}
     for tgt, mets in results_raw.items():
         if tgt not in targets:
             raise RecordError(f"{where}: results has an entry for '{tgt}', which is not in "
@@ -478,26 +491,39 @@ def parse_record(obj: Any, path: Path | str | None = None) -> Record:
             if m not in mets:
                 raise RecordError(f"{where}: results.{tgt} lacks required metric '{m}'")
         results[tgt] = {m: _metric(v, where, f"results.{tgt}.{m}") for m, v in mets.items() if m in METRICS}
+    return results
+
+
+def _method(obj: dict, model: str, where: str) -> str:
+    """The record's method display name (see :func:`method_name`)."""
     method = obj.get("method")
     if method is not None and not isinstance(method, str):
         raise RecordError(f"{where}: key 'method' must be a string, got {method!r}")
     loss = obj.get("loss")
+    return method_name(model, method, loss if isinstance(loss, str) else None)
+
+
+def parse_record(obj: Any, path: Path | str | None = None) -> Record:
+    """Validate one decoded ``results.json`` object and build a :class:`Record`.
+
+    Raises:
+        RecordError: naming the file and the offending key when the object does not follow
+            schema version 1 or 2.
+    """
+    where = _where(path)
+    if not isinstance(obj, dict):
+        raise RecordError(f"{where}: a results.json must hold a JSON object, got {type(obj).__name__}")
+    check_schema_version(_require(obj, "schema_version", int, where), where, RecordError)
+    run_name = _require(obj, "run_name", str, where)
+    model = _require(obj, "model", str, where)
+    kind, sources, targets, benchmark = _protocol(obj, where)
+    results = _results(obj, targets, where)
+    method = _method(obj, model, where)
     prov, seed = _provenance(obj, Path(path) if path is not None else None, where)
-    return Record(
-        run_name=run_name,
-        model=model,
-        method=method_name(model, method, loss if isinstance(loss, str) else None),
-        kind=kind,
-        sources=list(sources),
-        targets=list(targets),
-        benchmark=benchmark,
-        results=results,
-        path=Path(path) if path is not None else None,
-        created=str(obj.get("created", "")),
-        seed=seed,
-        provenance=prov,
-        raw=obj,
-    )
+    return Record(run_name=run_name, model=model, method=method, kind=kind, sources=list(sources),
+                  targets=list(targets), benchmark=benchmark, results=results,
+                  path=Path(path) if path is not None else None, created=str(obj.get("created", "")), seed=seed,
+                  provenance=prov, raw=obj)
 
 
 def load_record(path: str | Path) -> Record:
@@ -507,14 +533,7 @@ def load_record(path: str | Path) -> Record:
         FileNotFoundError: the file does not exist.
         RecordError: the file is not valid JSON or does not follow the schema (message names it).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"results file not found: {path}")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RecordError(f"{path}: not valid JSON ({exc}); delete it or re-run the evaluation") from exc
-    return parse_record(obj, path)
+    return parse_record(read_results_file(path, RecordError), Path(path))
 
 
 def load_records(results_dir: str | Path) -> list[Record]:
@@ -531,7 +550,7 @@ def load_records(results_dir: str | Path) -> list[Record]:
         raise FileNotFoundError(f"results directory not found: {root} (pass the folder holding the "
                                 f"runs' results.json files, e.g. --results output/)")
     records = []
-    for path in sorted(root.rglob("results.json")):
+    for path in sorted(root.rglob(RESULTS_FILE)):
         rec = load_record(path)
         status = rec.raw.get("status", "ok")
         if status != "ok":
@@ -733,13 +752,9 @@ def load_published(path: str | Path | None = None) -> list[PublishedResult]:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"published numbers file not found: {p}")
-        from dcac_plugin.config import read_yaml
-
         return parse_published(read_yaml(p, RecordError, "published numbers file"), str(p))
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        from dcac_plugin.config import yaml_error_message
-
         raise RecordError(yaml_error_message(where, exc)) from exc
     return parse_published(data, where)

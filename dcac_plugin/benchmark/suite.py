@@ -67,6 +67,8 @@ from pathlib import Path
 from typing import Any
 
 from dcac_plugin.benchmark import claims
+from dcac_plugin.benchmark.cost import RunCost, throughput_for, train_images
+from dcac_plugin.benchmark.entries import RunEntry, entry_config
 from dcac_plugin.benchmark.launchers import (
     LAUNCHERS,
     SLURM_KEYS,
@@ -79,19 +81,16 @@ from dcac_plugin.benchmark.launchers import (
     sacct_state,
     squeue_state,
 )
-from dcac_plugin.benchmark.runfiles import (
-    FAILED_FILE,
-    RESULTS_FILE,
-    clear_failure,
-    results_state,
-    write_failure,
-)
+from dcac_plugin.benchmark.runfiles import atomic_write_json, write_failure
+from dcac_plugin.config import ConfigError, read_yaml
+from dcac_plugin.configs import resolve
+from dcac_plugin.runfolder import FAILED_FILE, RESULTS_FILE, clear_failure, results_state
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["FAILED_FILE", "RESULTS_FILE", "SUMMARY_FILE", "Protocol", "RunEntry", "Suite", "SuiteError",
-           "SuiteSummary", "check_random_init", "load_suite", "parse_seeds", "parse_suite", "plan_costs",
-           "run_suite", "run_status", "select"]
+           "SuiteSummary", "check_random_init", "entry_config", "load_suite", "parse_seeds", "parse_suite",
+           "plan_costs", "run_suite", "run_status", "select"]
 
 SUMMARY_FILE = "suite_summary.json"
 
@@ -119,24 +118,6 @@ class Protocol:
     def config_key(self) -> str:
         """What ``{protocol}`` in a model's config path becomes."""
         return self.config_name or self.name
-
-
-@dataclass(frozen=True)
-class RunEntry:
-    """One resolved training run: ``runner(argv())`` trains it, evaluates every target, writes ``output_dir``."""
-
-    run_name: str
-    config_file: str
-    opts: tuple[str, ...]
-    output_dir: Path
-    protocol: str | None = None
-    model: str = ""
-    seed: int | None = None
-    targets: tuple[str, ...] = ()
-
-    def argv(self) -> list[str]:
-        """Command-line arguments for the training entry point."""
-        return ["--config-file", self.config_file, *self.opts, "data.save_dir", str(self.output_dir)]
 
 
 @dataclass
@@ -175,24 +156,28 @@ class Suite:
         root = self.root(output_root)
         seed_list: Sequence[int | None] = _check_seeds(seeds, self._where()) if seeds is not None else \
             (self.seeds or (None,))
-        several = len(seed_list) > 1
+        out = [*self._matrix_entries(root, seed_list), *self._explicit_entries(root, seed_list)]
+        seen: set[str] = set()
+        for e in out:
+            if e.run_name in seen:
+                raise SuiteError(f"{self._where()}: run name '{e.run_name}' occurs twice; give runs "
+                                 f"unique names")
+            seen.add(e.run_name)
+        return out
 
-        def expand(base: str, cfg: str, head: tuple[str, ...], proto: Protocol | None, model: str) -> list[RunEntry]:
-            out = []
-            for seed in seed_list:
-                name = f"{base}_s{seed}" if several else base
-                seed_opts = ("train.seed", str(seed)) if seed is not None else ()
-                opts = (*head, *seed_opts, *(proto.as_opts() if proto else ()))
-                out.append(RunEntry(name, cfg, opts, root / name, proto.name if proto else None, model, seed,
-                                    proto.targets if proto else ()))
-            return out
-
+    def _matrix_entries(self, root: Path, seed_list: Sequence[int | None]) -> list[RunEntry]:
+        """Every protocol x every model (protocol-major)."""
         out: list[RunEntry] = []
         for proto in self.protocols.values():
             for model in self.models:
                 cfg = model["config"].replace("{protocol}", proto.config_key)
-                out += expand(f"{model['name']}_{proto.name}", cfg, (*self.common_opts, *model["opts"]), proto,
-                              model["name"])
+                out += _expand(root, seed_list, f"{model['name']}_{proto.name}", cfg,
+                               (*self.common_opts, *model["opts"]), proto, model["name"])
+        return out
+
+    def _explicit_entries(self, root: Path, seed_list: Sequence[int | None]) -> list[RunEntry]:
+        """The ``runs:`` list, each with its protocol (when it names one)."""
+        out: list[RunEntry] = []
         for run in self.runs:
             proto = None
             pname = run.get("protocol")
@@ -202,17 +187,25 @@ class Suite:
                                      f"is not defined under matrix.protocols ({sorted(self.protocols)})")
                 proto = self.protocols[pname]
             cfg = run["config"].replace("{protocol}", proto.config_key) if proto else run["config"]
-            out += expand(run["name"], cfg, (*self.common_opts, *run["opts"]), proto, run["name"])
-        seen: set[str] = set()
-        for e in out:
-            if e.run_name in seen:
-                raise SuiteError(f"{self._where()}: run name '{e.run_name}' occurs twice; give runs "
-                                 f"unique names")
-            seen.add(e.run_name)
+            out += _expand(root, seed_list, run["name"], cfg, (*self.common_opts, *run["opts"]), proto, run["name"])
         return out
 
     def _where(self) -> str:
         return str(self.path) if self.path else f"suite '{self.name}'"
+
+
+def _expand(root: Path, seed_list: Sequence[int | None], base: str, cfg: str, head: tuple[str, ...],
+            proto: Protocol | None, model: str) -> list[RunEntry]:
+    """One run per seed (``<base>_s<seed>`` when there are several seeds)."""
+    several = len(seed_list) > 1
+    out = []
+    for seed in seed_list:
+        name = f"{base}_s{seed}" if several else base
+        seed_opts = ("train.seed", str(seed)) if seed is not None else ()
+        opts = (*head, *seed_opts, *(proto.as_opts() if proto else ()))
+        out.append(RunEntry(name, cfg, opts, root / name, proto.name if proto else None, model, seed,
+                            proto.targets if proto else ()))
+    return out
 
 
 def _opt_str(value: Any) -> str:
@@ -337,6 +330,86 @@ def _parse_slurm(block: Any, where: str) -> SlurmSettings:
                          sbatch=dict(sbatch), setup=list(setup))
 
 
+def _output_root(data: dict, where: str) -> str | None:
+    output_root = data.get("output_root")
+    if output_root is not None and not isinstance(output_root, str):
+        raise SuiteError(f"{where}: 'output_root' must be a string path")
+    return output_root
+
+
+def _allow_random_init(data: dict, where: str) -> bool:
+    allow = data.get("allow_random_init", False)
+    if not isinstance(allow, bool):
+        raise SuiteError(f"{where}: 'allow_random_init' must be true or false, got {allow!r}")
+    return allow
+
+
+def _launcher_name(data: dict, where: str) -> str:
+    launcher = data.get("launcher") or "inline"
+    if launcher not in LAUNCHERS:
+        raise SuiteError(f"{where}: unknown launcher '{launcher}'; use one of {list(LAUNCHERS)}")
+    return launcher
+
+
+def _matrix(data: dict, where: str) -> dict:
+    matrix = data.get("matrix") or {}
+    if not isinstance(matrix, dict) or set(matrix) - {"protocols", "models"}:
+        raise SuiteError(f"{where}: 'matrix' must be a mapping with 'protocols' and 'models' lists")
+    return matrix
+
+
+def _parse_protocol(p: Any, pw: str, defined: dict[str, Protocol]) -> Protocol:
+    """One ``matrix.protocols`` entry (``pw`` names it in messages)."""
+    pname = _need(p, "name", str, pw)
+    _no_unknown(p, _PROTOCOL_KEYS, pw)
+    if pname in defined:
+        raise SuiteError(f"{pw}: protocol name '{pname}' occurs twice")
+    data_keys = p.get("data") or {}
+    if not isinstance(data_keys, dict):
+        raise SuiteError(f"{pw}: 'data' must map data.* keys to values, got {data_keys!r}")
+    extra: list[str] = []
+    for k, v in data_keys.items():
+        extra += [f"data.{k}", _opt_str(v)]
+    cfg_name = p.get("config_protocol")
+    if cfg_name is not None and (not isinstance(cfg_name, str) or not cfg_name):
+        raise SuiteError(f"{pw}: 'config_protocol' must be a protocol name such as ma2ms")
+    targets = _names(p, "targets", pw)
+    if len(set(targets)) != len(targets):
+        raise SuiteError(f"{pw}: a target occurs twice in {list(targets)}")
+    return Protocol(pname, _names(p, "sources", pw), targets, (*extra, *_opts(p.get("opts"), pw)), cfg_name)
+
+
+def _parse_protocols(matrix: dict, where: str) -> dict[str, Protocol]:
+    protocols: dict[str, Protocol] = {}
+    for i, p in enumerate(matrix.get("protocols") or []):
+        proto = _parse_protocol(p, f"{where}: matrix.protocols[{i}]", protocols)
+        protocols[proto.name] = proto
+    return protocols
+
+
+def _parse_models(matrix: dict, where: str) -> list[dict[str, Any]]:
+    models: list[dict[str, Any]] = []
+    for i, m in enumerate(matrix.get("models") or []):
+        mw = f"{where}: matrix.models[{i}]"
+        _no_unknown(m, _MODEL_KEYS, mw)
+        models.append({"name": _need(m, "name", str, mw), "config": _need(m, "config", str, mw),
+                       "opts": _opts(m.get("opts"), mw)})
+    return models
+
+
+def _parse_runs(data: dict, where: str) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    for i, r in enumerate(data.get("runs") or []):
+        rw = f"{where}: runs[{i}]"
+        _no_unknown(r, _RUN_KEYS, rw)
+        proto = r.get("protocol") if isinstance(r, dict) else None
+        if proto is not None and not isinstance(proto, str):
+            raise SuiteError(f"{rw}: 'protocol' must be a protocol name")
+        runs.append({"name": _need(r, "name", str, rw), "config": _need(r, "config", str, rw),
+                     "opts": _opts(r.get("opts"), rw), "protocol": proto})
+    return runs
+
+
 def parse_suite(data: Any, path: str | Path | None = None) -> Suite:
     """Validate a decoded suite mapping.
 
@@ -348,58 +421,17 @@ def parse_suite(data: Any, path: str | Path | None = None) -> Suite:
         raise SuiteError(f"{where}: a suite file must hold a mapping")
     _no_unknown(data, _SUITE_KEYS, where)
     name = _need(data, "name", str, where)
-    output_root = data.get("output_root")
-    if output_root is not None and not isinstance(output_root, str):
-        raise SuiteError(f"{where}: 'output_root' must be a string path")
+    output_root = _output_root(data, where)
     common = _opts(data.get("common_opts"), f"{where}: common_opts")
     seeds = _check_seeds(data["seeds"], where) if data.get("seeds") is not None else None
-    allow = data.get("allow_random_init", False)
-    if not isinstance(allow, bool):
-        raise SuiteError(f"{where}: 'allow_random_init' must be true or false, got {allow!r}")
-    launcher = data.get("launcher") or "inline"
-    if launcher not in LAUNCHERS:
-        raise SuiteError(f"{where}: unknown launcher '{launcher}'; use one of {list(LAUNCHERS)}")
-    protocols: dict[str, Protocol] = {}
-    models: list[dict[str, Any]] = []
-    matrix = data.get("matrix") or {}
-    if not isinstance(matrix, dict) or set(matrix) - {"protocols", "models"}:
-        raise SuiteError(f"{where}: 'matrix' must be a mapping with 'protocols' and 'models' lists")
-    for i, p in enumerate(matrix.get("protocols") or []):
-        pw = f"{where}: matrix.protocols[{i}]"
-        pname = _need(p, "name", str, pw)
-        _no_unknown(p, _PROTOCOL_KEYS, pw)
-        if pname in protocols:
-            raise SuiteError(f"{pw}: protocol name '{pname}' occurs twice")
-        data_keys = p.get("data") or {}
-        if not isinstance(data_keys, dict):
-            raise SuiteError(f"{pw}: 'data' must map data.* keys to values, got {data_keys!r}")
-        extra: list[str] = []
-        for k, v in data_keys.items():
-            extra += [f"data.{k}", _opt_str(v)]
-        cfg_name = p.get("config_protocol")
-        if cfg_name is not None and (not isinstance(cfg_name, str) or not cfg_name):
-            raise SuiteError(f"{pw}: 'config_protocol' must be a protocol name such as ma2ms")
-        targets = _names(p, "targets", pw)
-        if len(set(targets)) != len(targets):
-            raise SuiteError(f"{pw}: a target occurs twice in {list(targets)}")
-        protocols[pname] = Protocol(pname, _names(p, "sources", pw), targets,
-                                    (*extra, *_opts(p.get("opts"), pw)), cfg_name)
-    for i, m in enumerate(matrix.get("models") or []):
-        mw = f"{where}: matrix.models[{i}]"
-        _no_unknown(m, _MODEL_KEYS, mw)
-        models.append({"name": _need(m, "name", str, mw), "config": _need(m, "config", str, mw),
-                       "opts": _opts(m.get("opts"), mw)})
+    allow = _allow_random_init(data, where)
+    launcher = _launcher_name(data, where)
+    matrix = _matrix(data, where)
+    protocols = _parse_protocols(matrix, where)
+    models = _parse_models(matrix, where)
     if models and not protocols:
         raise SuiteError(f"{where}: matrix.models is given but matrix.protocols is empty")
-    runs: list[dict[str, Any]] = []
-    for i, r in enumerate(data.get("runs") or []):
-        rw = f"{where}: runs[{i}]"
-        _no_unknown(r, _RUN_KEYS, rw)
-        proto = r.get("protocol") if isinstance(r, dict) else None
-        if proto is not None and not isinstance(proto, str):
-            raise SuiteError(f"{rw}: 'protocol' must be a protocol name")
-        runs.append({"name": _need(r, "name", str, rw), "config": _need(r, "config", str, rw),
-                     "opts": _opts(r.get("opts"), rw), "protocol": proto})
+    runs = _parse_runs(data, where)
     if not models and not runs:
         raise SuiteError(f"{where}: the suite defines no runs (give matrix.protocols + matrix.models "
                          f"and/or runs)")
@@ -415,9 +447,6 @@ def load_suite(path: str | Path) -> Suite:
         FileNotFoundError: neither a file nor a suite name.
         SuiteError: the file is malformed.
     """
-    from dcac_plugin.config import ConfigError, read_yaml
-    from dcac_plugin.configs import resolve
-
     try:
         path = resolve(path, kind="suite")
     except ConfigError as e:
@@ -428,31 +457,13 @@ def load_suite(path: str | Path) -> Suite:
 # ------------------------------------------------------------------------------- checks and costs
 
 
-def entry_config(entry: RunEntry):
-    """The merged config of a run (defaults + its config file + its opts), as the runner builds it.
-
-    Raises:
-        ConfigError: unknown key or wrong type (the message names it).
-    """
-    from dcac_plugin.config import get_default_config, merge_config
-
-    return merge_config(get_default_config(), entry.config_file, entry.argv()[2:])
-
-
 def _config_error(entry: RunEntry) -> str | None:
     """Why a run's config (a path, or a config name) cannot be read, or ``None`` when it can."""
-    from dcac_plugin.config import ConfigError
-    from dcac_plugin.configs import resolve
-
     try:
         resolve(entry.config_file)
     except ConfigError as e:
         return str(e)
     return None
-
-
-def _is_plugin_model(name: str) -> bool:
-    return name.startswith(("dcac_", "clip_reid_"))
 
 
 def check_random_init(entries: Sequence[RunEntry]) -> str | None:
@@ -467,7 +478,8 @@ def check_random_init(entries: Sequence[RunEntry]) -> str | None:
         ``None`` when every run is fine; otherwise one message naming the runs, the missing files
         and the fix.
     """
-    from dcac_plugin.config import ConfigError
+    # local: these import torch and torchreid; the suite runner stays torch-free (dry runs, the leaderboard)
+    from dcac_plugin.families import family_for
     from dcac_plugin.runner import protocol_of
 
     problems: dict[str, list[str]] = {}
@@ -478,7 +490,7 @@ def check_random_init(entries: Sequence[RunEntry]) -> str | None:
             cfg = entry_config(e)
         except ConfigError:
             continue  # the run fails on its own, with the config's message
-        if _is_plugin_model(cfg.model.name) or protocol_of(cfg)["benchmark"] != "real":
+        if not family_for(cfg).expects_imagenet_init or protocol_of(cfg)["benchmark"] != "real":
             continue
         if not cfg.model.pretrained:
             why = "model.pretrained is False"
@@ -501,9 +513,6 @@ def check_random_init(entries: Sequence[RunEntry]) -> str | None:
 def plan_costs(entries: Sequence[RunEntry], gpus_per_run: int = 1,
                throughput: dict[str, float] | None = None) -> list[Any]:
     """:class:`~dcac_plugin.benchmark.cost.RunCost` per run (epochs and images from each run's config)."""
-    from dcac_plugin.benchmark.cost import RunCost, throughput_for, train_images
-    from dcac_plugin.config import ConfigError, as_list
-
     out = []
     for e in entries:
         epochs = images = None
@@ -515,7 +524,7 @@ def plan_costs(entries: Sequence[RunEntry], gpus_per_run: int = 1,
                 logger.warning("%s: %s (no cost estimate)", e.run_name, exc)
             else:
                 epochs, images = int(cfg.train.max_epoch), train_images(cfg)
-                targets = tuple(as_list(cfg.data.targets))
+                targets = tuple(cfg.data.targets)
         out.append(RunCost(e.run_name, e.model or e.run_name, targets, epochs, images, gpus_per_run,
                            throughput_for(e.model or e.run_name, throughput or {})))
     return out
@@ -649,145 +658,210 @@ def run_suite(
     """
     t0 = time.perf_counter()
     entries = select(suite.entries(output_root, seeds), only)
-    root = suite.root(output_root)
-    if launcher is None:
-        if runner is None and not dry_run:
-            raise ValueError("run_suite needs a runner (the training entry point) or a launcher")
-        launcher = InlineLauncher(runner or (lambda argv: None))
-    summary = SuiteSummary(name=suite.name, output_root=root, planned=entries, dry_run=dry_run,
+    launcher = _default_launcher(launcher, runner, dry_run)
+    summary = SuiteSummary(name=suite.name, output_root=suite.root(output_root), planned=entries, dry_run=dry_run,
                            launcher=launcher.name)
     if not entries:
         logger.warning("suite '%s': no run matches %r", suite.name, only)
     if dry_run:
-        for e in entries:
-            state, _ = results_state(e.output_dir)
-            if state == "done":
-                summary.skipped.append(e.run_name)
-            elif state in ("failed", "incomplete") and not retry_failed:
-                summary.skipped_failed.append(e.run_name)
+        _plan(summary, entries, retry_failed)
         summary.total_time_s = time.perf_counter() - t0
         return summary
+    _check_before_start(suite, entries, retry_failed, check_data)
+    _SuiteRun(summary, launcher, retry_failed, stale_after, heartbeat_s, poll_s).run(entries)
+    summary.total_time_s = time.perf_counter() - t0
+    atomic_write_json(summary.as_dict(), summary.output_root / SUMMARY_FILE)
+    logger.info("%s", summary.text())
+    return summary
+
+
+def _default_launcher(launcher: Launcher | None, runner: Callable[[list[str]], Any] | None,
+                      dry_run: bool) -> Launcher:
+    """``launcher``, else the inline launcher of ``runner`` (a no-op runner for a dry run)."""
+    if launcher is not None:
+        return launcher
+    if runner is None and not dry_run:
+        raise ValueError("run_suite needs a runner (the training entry point) or a launcher")
+    return InlineLauncher(runner or (lambda argv: None))
+
+
+def _would_skip(state: str | None, retry_failed: bool) -> bool:
+    """A run in ``state`` (:func:`~dcac_plugin.runfolder.results_state`) is not started."""
+    return state == "done" or (state in ("failed", "incomplete") and not retry_failed)
+
+
+def _plan(summary: SuiteSummary, entries: Sequence[RunEntry], retry_failed: bool) -> None:
+    """Dry run: sort the entries into skipped (done) and skipped-failed as a real run would."""
+    for e in entries:
+        state, _ = results_state(e.output_dir)
+        if state == "done":
+            summary.skipped.append(e.run_name)
+        elif _would_skip(state, retry_failed):
+            summary.skipped_failed.append(e.run_name)
+
+
+def _check_before_start(suite: Suite, entries: Sequence[RunEntry], retry_failed: bool,
+                        check_data: str | None) -> None:
+    """Refuse, before anything starts, baselines without ImageNet weights and (``check_data``) missing data.
+
+    Raises:
+        SuiteError: naming the runs or datasets and the fix.
+    """
     if not suite.allow_random_init:
         problem = check_random_init(entries)
         if problem:
             raise SuiteError(problem)
     if check_data:
-        from dcac_plugin.data.check import check_entries
+        from dcac_plugin.data.check import check_entries  # local: imports torch and torchreid (see check_random_init)
 
-        pending = [e for e in entries if results_state(e.output_dir)[0] not in
-                   (("done",) if retry_failed else ("done", "failed", "incomplete"))]  # what would start
+        pending = [e for e in entries if not _would_skip(results_state(e.output_dir)[0], retry_failed)]
         problem = check_entries(pending, images=check_data, suite_path=str(suite.path) if suite.path else None)
         if problem:
             raise SuiteError(problem)
 
-    job_query = squeue_state  # asked only about claims that name a Slurm job
-    beat = claims.Heartbeat(heartbeat_s).start()
-    queue = list(enumerate(entries, 1))
-    active: dict[str, tuple[RunEntry, claims.Claim, Any, float, str]] = {}
 
-    def finish(entry: RunEntry, claim: claims.Claim, outcome: Outcome, start: float, tag: str) -> None:
-        elapsed = time.perf_counter() - start
-        if outcome.superseded:
-            summary.busy[entry.run_name] = "another runner (took the run over)"
-            logger.warning("%s: %s", tag, outcome.error)
-        elif outcome.ok:
-            clear_failure(entry.output_dir)
-            summary.ran.append(entry.run_name)
-            summary.times[entry.run_name] = elapsed
-            logger.info("%s: done in %.1f s", tag, elapsed)
-        else:
-            if not outcome.recorded:
-                write_failure(entry.output_dir, entry.run_name, entry.argv(), outcome.error, outcome.traceback,
-                              elapsed, launcher=launcher.name)
-            summary.failed[entry.run_name] = outcome.error
-            summary.times[entry.run_name] = elapsed
-            logger.error("%s: FAILED after %.1f s: %s", tag, elapsed, outcome.error)
-        beat.discard(claim)
-        claims.release(claim)
+@dataclass
+class _Active:
+    """A run started by the launcher and not yet finished."""
 
-    def take(entry: RunEntry, tag: str) -> claims.Claim | None:
+    entry: RunEntry
+    claim: claims.Claim
+    handle: Any
+    start: float
+    tag: str
+
+
+class _SuiteRun:
+    """One :func:`run_suite` call: the runs waiting, the runs active in the launcher, and their claims."""
+
+    def __init__(self, summary: SuiteSummary, launcher: Launcher, retry_failed: bool, stale_after: float,
+                 heartbeat_s: float, poll_s: float):
+        self.summary, self.launcher = summary, launcher
+        self.retry_failed, self.stale_after, self.poll_s = retry_failed, stale_after, poll_s
+        self.job_query = squeue_state  # asked only about claims that name a Slurm job
+        self.beat = claims.Heartbeat(heartbeat_s)
+        self.active: dict[str, _Active] = {}
+
+    def run(self, entries: Sequence[RunEntry]) -> None:
+        """Start the entries as capacity allows, follow them to their end; on any exit free what is held."""
+        queue = list(enumerate(entries, 1))
+        self.beat.start()
+        try:
+            while queue or self.active:
+                while queue and len(self.active) < self.launcher.capacity:
+                    i, entry = queue.pop(0)
+                    self._start(entry, f"[{i}/{len(entries)}] {entry.run_name}")
+                if not self.launcher.waits:
+                    self._leave_to_jobs()
+                    continue
+                if not self._poll() and self.active:
+                    time.sleep(self.poll_s)
+        finally:
+            self._stop()
+
+    def _take(self, entry: RunEntry, tag: str) -> claims.Claim | None:
+        """The run's claim, or ``None`` (recorded in the summary) when it is done, failed before or busy."""
         state, _ = results_state(entry.output_dir)
         if state == "done":
             logger.info("%s: skipped, %s exists", tag, entry.output_dir / RESULTS_FILE)
-            summary.skipped.append(entry.run_name)
+            self.summary.skipped.append(entry.run_name)
             return None
-        if state in ("failed", "incomplete") and not retry_failed:
+        if _would_skip(state, self.retry_failed):
             logger.info("%s: skipped, it failed before (%s); --retry-failed reruns it", tag,
                         entry.output_dir / (FAILED_FILE if state == "failed" else RESULTS_FILE))
-            summary.skipped_failed.append(entry.run_name)
+            self.summary.skipped_failed.append(entry.run_name)
             return None
-        got = claims.acquire(entry.output_dir, launcher.name, stale_after, job_query)
+        got = claims.acquire(entry.output_dir, self.launcher.name, self.stale_after, self.job_query)
         if not isinstance(got, claims.Claim):
             logger.info("%s: skipped, claimed by %s", tag, got.get("owner"))
-            summary.busy[entry.run_name] = str(got.get("owner"))
+            self.summary.busy[entry.run_name] = str(got.get("owner"))
             return None
         again, _ = results_state(entry.output_dir)  # another runner may have finished it meanwhile
-        if again == "done" or (again in ("failed", "incomplete") and not retry_failed and state != again):
+        if again == "done" or (_would_skip(again, self.retry_failed) and state != again):
             claims.release(got)
-            (summary.skipped if again == "done" else summary.skipped_failed).append(entry.run_name)
+            (self.summary.skipped if again == "done" else self.summary.skipped_failed).append(entry.run_name)
             return None
         return got
 
-    try:
-        while queue or active:
-            while queue and len(active) < launcher.capacity:
-                i, entry = queue.pop(0)
-                tag = f"[{i}/{len(entries)}] {entry.run_name}"
-                claim = take(entry, tag)
-                if claim is None:
-                    continue
-                beat.add(claim)
-                logger.info("%s: running %s", tag, " ".join(entry.argv()))
-                start = time.perf_counter()
-                missing = _config_error(entry)
-                if missing:
-                    finish(entry, claim, Outcome(False, f"FileNotFoundError: {missing}"), start, tag)
-                    continue
-                try:
-                    handle = launcher.start(entry, claim)
-                except Exception as exc:  # noqa: BLE001 - e.g. sbatch refused the job: record, carry on
-                    if isinstance(exc, LauncherError):
-                        beat.discard(claim)
-                        claims.release(claim)
-                        raise
-                    finish(entry, claim, Outcome(False, f"{type(exc).__name__}: {exc}"), start, tag)
-                    continue
-                except BaseException:  # interrupted inside an inline run: free the claim at once
-                    beat.discard(claim)
-                    claims.release(claim)
-                    raise
-                where = launcher.describe(handle)
-                if where:
-                    logger.info("%s: started (%s)", tag, where)
-                active[entry.run_name] = (entry, claim, handle, start, tag)
-            if not launcher.waits:  # detached Slurm: the jobs own their claims from here
-                for entry, claim, handle, _, _ in active.values():
-                    beat.discard(claim)
-                    summary.submitted[entry.run_name] = str(handle.job.job_id)
-                active.clear()
-                continue
-            finished = False
-            for name, (entry, claim, handle, start, tag) in list(active.items()):
-                outcome = launcher.poll(handle)
-                if outcome is not None:
-                    del active[name]
-                    finish(entry, claim, outcome, start, tag)
-                    finished = True
-            if active and not finished:
-                time.sleep(poll_s)
-    finally:
-        beat.stop()
-        if active:  # interrupted: stop what runs here and free the claims for the next runner
-            launcher.close()
-            for _entry, claim, *_ in active.values():
-                if not launcher.jobs_outlive_runner:
-                    claims.release(claim)
-    summary.total_time_s = time.perf_counter() - t0
-    from dcac_plugin.utils.io import atomic_write_json
+    def _start(self, entry: RunEntry, tag: str) -> None:
+        """Claim the run and hand it to the launcher; a run that cannot start is finished as failed."""
+        claim = self._take(entry, tag)
+        if claim is None:
+            return
+        self.beat.add(claim)
+        logger.info("%s: running %s", tag, " ".join(entry.argv()))
+        run = _Active(entry, claim, None, time.perf_counter(), tag)
+        missing = _config_error(entry)
+        if missing:
+            self._finish(run, Outcome(False, f"FileNotFoundError: {missing}"))
+            return
+        try:
+            run.handle = self.launcher.start(entry, claim)
+        except Exception as exc:  # noqa: BLE001 - e.g. sbatch refused the job: record, carry on
+            if isinstance(exc, LauncherError):
+                self._free(claim)
+                raise
+            self._finish(run, Outcome(False, f"{type(exc).__name__}: {exc}"))
+            return
+        except BaseException:  # interrupted inside an inline run: free the claim at once
+            self._free(claim)
+            raise
+        where = self.launcher.describe(run.handle)
+        if where:
+            logger.info("%s: started (%s)", tag, where)
+        self.active[entry.run_name] = run
 
-    atomic_write_json(summary.as_dict(), root / SUMMARY_FILE)
-    logger.info("%s", summary.text())
-    return summary
+    def _free(self, claim: claims.Claim) -> None:
+        self.beat.discard(claim)
+        claims.release(claim)
+
+    def _finish(self, run: _Active, outcome: Outcome) -> None:
+        """Record how the run ended (``failed.json`` for a failure) and release its claim."""
+        elapsed = time.perf_counter() - run.start
+        name, summary = run.entry.run_name, self.summary
+        if outcome.superseded:
+            summary.busy[name] = "another runner (took the run over)"
+            logger.warning("%s: %s", run.tag, outcome.error)
+        elif outcome.ok:
+            clear_failure(run.entry.output_dir)
+            summary.ran.append(name)
+            summary.times[name] = elapsed
+            logger.info("%s: done in %.1f s", run.tag, elapsed)
+        else:
+            if not outcome.recorded:
+                write_failure(run.entry.output_dir, name, run.entry.argv(), outcome.error, outcome.traceback,
+                              elapsed, launcher=self.launcher.name)
+            summary.failed[name] = outcome.error
+            summary.times[name] = elapsed
+            logger.error("%s: FAILED after %.1f s: %s", run.tag, elapsed, outcome.error)
+        self._free(run.claim)
+
+    def _poll(self) -> bool:
+        """Finish the active runs that ended; True when any did."""
+        finished = False
+        for name, run in list(self.active.items()):
+            outcome = self.launcher.poll(run.handle)
+            if outcome is not None:
+                del self.active[name]
+                self._finish(run, outcome)
+                finished = True
+        return finished
+
+    def _leave_to_jobs(self) -> None:
+        """Detached Slurm: the jobs own their claims from here."""
+        for run in self.active.values():
+            self.beat.discard(run.claim)
+            self.summary.submitted[run.entry.run_name] = str(run.handle.job.job_id)
+        self.active.clear()
+
+    def _stop(self) -> None:
+        """Stop the heartbeat; when interrupted, stop what runs here and free the claims for the next runner."""
+        self.beat.stop()
+        if self.active:
+            self.launcher.close()
+            for run in self.active.values():
+                if not self.launcher.jobs_outlive_runner:
+                    claims.release(run.claim)
 
 
 # ---------------------------------------------------------------------------------------- status

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dcac_plugin.benchmark import claims
+from dcac_plugin.benchmark.cost import cost_table, parse_throughput
 from dcac_plugin.benchmark.launchers import (
     LAUNCHERS,
     InlineLauncher,
@@ -39,7 +40,6 @@ from dcac_plugin.benchmark.launchers import (
 from dcac_plugin.benchmark.leaderboard import build_tables, render
 from dcac_plugin.benchmark.records import RecordError, expand_per_target, load_records
 from dcac_plugin.benchmark.suite import (
-    RESULTS_FILE,
     Suite,
     SuiteError,
     check_random_init,
@@ -50,6 +50,8 @@ from dcac_plugin.benchmark.suite import (
     run_suite,
     select,
 )
+from dcac_plugin.runfolder import RESULTS_FILE
+from dcac_plugin.utils.files import WriteError
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +137,7 @@ def build_launcher(args: argparse.Namespace, suite: Suite,
     max_parallel = args.max_parallel or suite.max_parallel
     if name == "inline":
         if runner is None:
-            from dcac_plugin.cli.train import main as train_main
+            from dcac_plugin.cli.train import main as train_main  # local: torch; only the inline launcher trains here
 
             runner = train_main
         return InlineLauncher(runner)
@@ -158,8 +160,6 @@ def _train_prog() -> str:
 
 
 def _dry_run(args: argparse.Namespace, suite: Suite, seeds, out) -> int:
-    from dcac_plugin.benchmark.cost import cost_table, parse_throughput
-
     summary = run_suite(suite, only=args.only, dry_run=True, output_root=args.output, seeds=seeds,
                         retry_failed=args.retry_failed)
     gpus_per_run = args.gpus_per_run if args.gpus_per_run is not None else (
@@ -185,7 +185,7 @@ def _dry_run(args: argparse.Namespace, suite: Suite, seeds, out) -> int:
     if problem:
         out.write("\nREFUSED when run: " + problem + "\n")
     if args.check_data:
-        from dcac_plugin.data.check import check_entries
+        from dcac_plugin.data.check import check_entries  # local: torch and torchreid, only for --check-data
 
         data_problem = check_entries([e for e in summary.planned if e.run_name not in summary.skipped],
                                      images="none", suite_path=args.suite)
@@ -247,8 +247,6 @@ def cli() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                             datefmt="%H:%M:%S")
-    from dcac_plugin.utils.files import WriteError
-
     try:
         code = main(sys.argv[1:])
     except (FileNotFoundError, SuiteError, RecordError, ValueError, WriteError) as e:

@@ -16,6 +16,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from dcac_plugin.benchmark.suite import load_suite
+from dcac_plugin.config import ConfigError, get_default_config, merge_config
 from dcac_plugin.data.check import (
     IMAGE_MODES,
     PAPER_DATASETS,
@@ -25,6 +27,7 @@ from dcac_plugin.data.check import (
     needs_of_config,
     needs_of_entries,
 )
+from dcac_plugin.registry import register
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _needs(args: argparse.Namespace) -> list[Need]:
     if args.suite:
-        from dcac_plugin.benchmark.suite import load_suite
-
         return needs_of_entries(load_suite(args.suite).entries(), root=args.root)
     if args.config_file:
-        from dcac_plugin.config import get_default_config, merge_config
-
         opts = list(args.opts) + (["data.root", args.root] if args.root else [])
         return needs_of_config(merge_config(get_default_config(), args.config_file, opts))
     root = osp.abspath(osp.expanduser(args.root or "reid-data"))
@@ -82,9 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.opts and not args.config_file:
         raise ValueError(f"unexpected arguments {args.opts}: key value overrides need --config-file")
-    import dcac_plugin
-
-    dcac_plugin.register()
+    register()
     needs = _needs(args)
     t0 = time.perf_counter()
     reports = check_needs(needs, images=args.images)
@@ -98,8 +95,6 @@ def cli() -> None:
     """Console entry point (``dcac-check-data``)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    from dcac_plugin.config import ConfigError
-
     try:
         code = main(sys.argv[1:])
     except (ValueError, FileNotFoundError, ConfigError) as e:

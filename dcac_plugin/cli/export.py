@@ -20,13 +20,15 @@ from typing import Any
 import torch
 
 from dcac_plugin.cli.extract import add_model_args, extractor_from_args, run_cli
+from dcac_plugin.data.datasets import DatasetLayoutError
+from dcac_plugin.data.manager import test_split
+from dcac_plugin.inference import list_images
+from dcac_plugin.inference.export import DEFAULT_OPSET, check_onnx, export_onnx, read_metadata
 
 logger = logging.getLogger("dcac_plugin")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from dcac_plugin.inference.export import DEFAULT_OPSET
-
     p = argparse.ArgumentParser(description="Export a trained re-ID model's evaluation path to ONNX and check it.")
     add_model_args(p)
     p.add_argument("--format", default="onnx", choices=("onnx",), help="export format (onnx)")
@@ -43,14 +45,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _check_images(fx, args: argparse.Namespace) -> list[str]:
-    from dcac_plugin.config import as_list
-    from dcac_plugin.data.datasets import DatasetLayoutError
-    from dcac_plugin.data.manager import test_split
-    from dcac_plugin.inference import list_images
-
     if args.check_images:
         return list_images(args.check_images)[: args.num_check]
-    for target in as_list(fx.cfg.data.targets):
+    for target in fx.cfg.data.targets:
         try:
             query, _ = test_split(fx.cfg, target)
         except (DatasetLayoutError, FileNotFoundError, ValueError) as exc:
@@ -62,8 +59,6 @@ def _check_images(fx, args: argparse.Namespace) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Export and check; returns ``{output, max_abs_diff_random, max_abs_diff_images, metadata}``."""
-    from dcac_plugin.inference.export import check_onnx, export_onnx, read_metadata
-
     args = parse_args(argv)
     if Path(args.output).suffix != ".onnx":
         raise ValueError(f"--output {args.output} must end in .onnx")

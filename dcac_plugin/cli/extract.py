@@ -16,6 +16,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dcac_plugin.config import ConfigError
+from dcac_plugin.data.datasets import DatasetLayoutError
+from dcac_plugin.inference import FeatureExtractor, list_images, save_features
+from dcac_plugin.inference.export import ExportError
+from dcac_plugin.models.weights import WeightLoadError
+from dcac_plugin.utils.files import WriteError
+from dcac_plugin.utils.precision import INFERENCE_AMP_MODES
+
 logger = logging.getLogger("dcac_plugin")
 
 
@@ -30,7 +38,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                           "checkpoint; with --run-dir it replaces the run's own checkpoint")
     src.add_argument("--device", default="", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     src.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-    src.add_argument("--amp", default="off", choices=("off", "fp16", "bf16"),
+    src.add_argument("--amp", default="off", choices=INFERENCE_AMP_MODES,
                      help="autocast (faster; features then differ slightly from the evaluation's)")
     src.add_argument("--workers", type=int, default=0, help="image-reading worker processes (default 0)")
     src.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE",
@@ -39,8 +47,6 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def check_model_args(args: argparse.Namespace) -> None:
     """Fail fast on a model choice that cannot work (before any image is read)."""
-    from dcac_plugin.config import ConfigError
-
     if args.run_dir and args.config_file:
         raise ConfigError("give either --run-dir or --config-file with --weights, not both")
     if not args.run_dir and (not args.config_file or not args.weights):
@@ -49,8 +55,6 @@ def check_model_args(args: argparse.Namespace) -> None:
 
 def extractor_from_args(args: argparse.Namespace):
     """A :class:`dcac_plugin.FeatureExtractor` from :func:`add_model_args` options."""
-    from dcac_plugin.inference import FeatureExtractor
-
     check_model_args(args)
     kw: dict[str, Any] = dict(device=args.device or None, batch_size=args.batch_size, amp=args.amp,
                               workers=args.workers)
@@ -69,12 +73,6 @@ def setup_cli_logging() -> None:
 
 def run_cli(main: Callable[[Sequence[str]], Any]) -> None:
     """Run ``main(argv)``; bad input exits 2 with one ``error:`` line (no traceback)."""
-    from dcac_plugin.config import ConfigError
-    from dcac_plugin.data.datasets import DatasetLayoutError
-    from dcac_plugin.inference.export import ExportError
-    from dcac_plugin.models.weights import WeightLoadError
-    from dcac_plugin.utils.files import WriteError
-
     setup_cli_logging()
     try:
         main(sys.argv[1:])
@@ -98,8 +96,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Extract and write features; returns ``{output, num_images, feature_dim, skipped}``."""
-    from dcac_plugin.inference import list_images, save_features
-
     args = parse_args(argv)
     check_model_args(args)
     if Path(args.output).suffix not in (".npz", ".safetensors"):

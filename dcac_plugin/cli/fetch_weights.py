@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from dcac_plugin.weights_fetch import (
     FetchError,
@@ -63,8 +64,6 @@ def _size(n: int | None) -> str:
 
 
 def _list(entries, dest: str, out) -> int:
-    from pathlib import Path
-
     for e in entries:
         here = "present" if (Path(dest) / e.name).is_file() else "absent"
         opt = " (optional)" if e.optional else ""

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from dcac_plugin.data.synthetic import DEFAULT_DOMAINS, SCALES, make_synthetic
+from dcac_plugin.utils.files import write_error
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ def cli() -> None:
 
     A run stopped half-way (full disk) leaves the root marked unfinished; the next run rewrites it.
     """
-    from dcac_plugin.utils.files import write_error
-
     try:
         code = main(sys.argv[1:])
     except (ValueError, FileExistsError, FileNotFoundError) as e:

@@ -20,8 +20,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from tabulate import tabulate
 
 from dcac_plugin.cli.extract import add_model_args, extractor_from_args, run_cli
+from dcac_plugin.inference import list_images, load_features
+from dcac_plugin.inference.search import search_topk
+from dcac_plugin.protocols import RerankParams
+from dcac_plugin.utils.io import atomic_write_json
 
 logger = logging.getLogger("dcac_plugin")
 
@@ -40,8 +45,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _features(fx, source: str) -> tuple[torch.Tensor, list[str]]:
-    from dcac_plugin.inference import list_images, load_features
-
     if Path(source).suffix in FEATURE_FILES and Path(source).is_file():
         feats, paths, meta, _ = load_features(source)
         mine = fx.metadata()
@@ -59,21 +62,15 @@ def _features(fx, source: str) -> tuple[torch.Tensor, list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Search; returns the JSON-able result (also printed or written)."""
-    from tabulate import tabulate
-
-    from dcac_plugin.inference.search import search_topk
-    from dcac_plugin.utils.io import atomic_write_json
-
     args = parse_args(argv)
     if args.topk < 1:
         raise ValueError(f"--topk must be >= 1, got {args.topk}")
     fx = extractor_from_args(args)
     qf, qpaths = _features(fx, args.query)
     gf, gpaths = _features(fx, args.gallery)
-    t = fx.cfg.test
     kw: dict[str, Any] = dict(metric=fx.metric, normalize=fx.normalize, rerank=args.rerank)
     if args.rerank:
-        kw.update(k1=int(t.rerank_k1), k2=int(t.rerank_k2), lambda_value=float(t.rerank_lambda))
+        kw.update(RerankParams.from_config(fx.cfg.test).kwargs())
     idx, dist = search_topk(qf, gf, args.topk, **kw)
     result = {
         "model": fx.model_name, "weights": str(fx.weights), "metric": fx.metric, "l2_normalized": fx.normalize,

@@ -14,7 +14,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dcac_plugin.runner import default_command, load_config, run
+from dcac_plugin import configs
+from dcac_plugin.config import ConfigError
+from dcac_plugin.data.datasets import DatasetLayoutError
+from dcac_plugin.engine.base import NonFiniteLossError
+from dcac_plugin.models.weights import WeightLoadError
+from dcac_plugin.runner import command_line, default_command, load_config, run
+from dcac_plugin.utils.files import WriteError
 
 logger = logging.getLogger("dcac_plugin")
 
@@ -27,8 +33,6 @@ class _ListConfigs(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        from dcac_plugin import configs
-
         names = [n for n in configs.list() if not n.startswith("suites/")]
         sys.stdout.write(f"# configs in {configs.root()} (suites: dcac-benchmark --suite NAME, "
                          f"{', '.join(n[len('suites/'):] for n in configs.list('suites/*'))})\n")
@@ -66,13 +70,6 @@ def main(argv: Sequence[str] | None = None, command: Sequence[str] | None = None
 
 def cli() -> None:
     """Console entry point: exit 2 with one ``error:`` line on bad input, no traceback."""
-    from dcac_plugin.config import ConfigError
-    from dcac_plugin.data.datasets import DatasetLayoutError
-    from dcac_plugin.engine.base import NonFiniteLossError
-    from dcac_plugin.models.weights import WeightLoadError
-    from dcac_plugin.runner import command_line
-    from dcac_plugin.utils.files import WriteError
-
     try:
         record = main(sys.argv[1:], command=command_line())
     except (ConfigError, DatasetLayoutError, FileNotFoundError, ValueError, NonFiniteLossError,

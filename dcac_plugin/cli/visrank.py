@@ -20,6 +20,10 @@ from typing import Any
 import numpy as np
 
 from dcac_plugin.cli.extract import add_model_args, extractor_from_args, run_cli
+from dcac_plugin.data.manager import test_split
+from dcac_plugin.inference.visrank import ranked_lists, select_queries, write_visrank
+from dcac_plugin.protocols import RerankParams
+from dcac_plugin.utils.files import read_results
 
 logger = logging.getLogger("dcac_plugin")
 
@@ -40,10 +44,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Write the pictures and index.html; returns ``{index, queries, mAP}``."""
-    from dcac_plugin.data.manager import test_split
-    from dcac_plugin.inference.visrank import ranked_lists, select_queries, write_visrank
-    from dcac_plugin.utils.files import read_results
-
     args = parse_args(argv)
     if not args.run_dir:
         raise ValueError("tools/visrank.py needs --run-dir (the targets come from its results.json)")
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     t = fx.cfg.test
     kw: dict[str, Any] = dict(metric=fx.metric, normalize=False, rerank=bool(t.rerank))
     if t.rerank:
-        kw.update(k1=int(t.rerank_k1), k2=int(t.rerank_k2), lambda_value=float(t.rerank_lambda))
+        kw.update(RerankParams.from_config(t).kwargs())
     ranked = ranked_lists(qf, gf, [it[1] for it in query], [it[1] for it in gallery], [it[2] for it in query],
                           [it[2] for it in gallery], args.topk, **kw)
     m_ap = float(np.nanmean(ranked.ap)) if np.isfinite(ranked.ap).any() else float("nan")

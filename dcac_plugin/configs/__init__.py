@@ -31,7 +31,7 @@ import logging
 import os
 from pathlib import Path
 
-from dcac_plugin.config import ConfigError
+from dcac_plugin.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

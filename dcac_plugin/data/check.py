@@ -24,8 +24,23 @@ import os.path as osp
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from dcac_plugin.config import ConfigError
+from dcac_plugin.data.datasets import (
+    CUSTOM_LAYOUTS,
+    LAYOUTS,
+    MSMT17_LISTS,
+    MSMT17_VERSIONS,
+    DatasetLayoutError,
+    custom_dataset_spec,
+    read_custom_dataset,
+    register_datasets,
+)
+from dcac_plugin.data.manager import register_custom
 from dcac_plugin.data.synthetic import MARKER
 
 logger = logging.getLogger(__name__)
@@ -124,8 +139,6 @@ def _image_problem(path: str, mode: str) -> str | None:
     if size == 0:
         return "empty file"
     if mode == "full":
-        from PIL import Image
-
         try:
             with Image.open(path) as img:
                 img.load()
@@ -253,8 +266,6 @@ def _market_style(label: str, dataset_dir: str, data_dir: str, ext: str, report:
 
 
 def _msmt17(label: str, root: str, report: DatasetReport, images: str) -> None:
-    from dcac_plugin.data.datasets import MSMT17_LISTS, MSMT17_VERSIONS
-
     dataset_dir = osp.join(root, "msmt17")
     if not osp.isdir(dataset_dir):
         report.status = "missing"
@@ -341,8 +352,6 @@ def check_dataset_data(name: str, root: str | os.PathLike, *, cuhk03_labeled: bo
     Raises:
         ValueError: unknown dataset name or image mode.
     """
-    from dcac_plugin.data.datasets import LAYOUTS, custom_dataset_spec
-
     if images not in IMAGE_MODES:
         raise ValueError(f"images={images!r}: use one of {list(IMAGE_MODES)}")
     root = osp.abspath(osp.expanduser(os.fspath(root)))
@@ -393,8 +402,6 @@ def check_dataset_data(name: str, root: str | os.PathLike, *, cuhk03_labeled: bo
 
 
 def _check_custom(name: str, spec: Any, root: str, images: str) -> DatasetReport:
-    from dcac_plugin.data.datasets import CUSTOM_LAYOUTS, DatasetLayoutError, read_custom_dataset
-
     report = DatasetReport(name, root, spec.path, CUSTOM_LAYOUTS[spec.format].replace("<path>", spec.path),
                            status="custom", expected_from="a data.custom dataset: no known counts")
     try:
@@ -424,12 +431,9 @@ class Need:
 
 def needs_of_config(cfg: Any) -> list[Need]:
     """The datasets (sources and targets) a merged config reads, under its ``data.root``."""
-    from dcac_plugin.config import as_list
-    from dcac_plugin.data.manager import register_custom
-
     register_custom(cfg)
     names = dict.fromkeys(["msmt17" if n == "msmt17_trainval" else n
-                           for n in as_list(cfg.data.sources) + as_list(cfg.data.targets)])
+                           for n in list(cfg.data.sources) + list(cfg.data.targets)])
     return [Need(n, osp.abspath(osp.expanduser(cfg.data.root)), bool(cfg.cuhk03.labeled_images)) for n in names]
 
 
@@ -442,17 +446,12 @@ def needs_of_entries(entries: Sequence[Any], root: str | None = None) -> list[Ne
         entries: resolved suite runs.
         root: overrides every run's ``data.root``.
     """
-    from pathlib import Path
-
-    from dcac_plugin.benchmark.suite import entry_config
-    from dcac_plugin.config import ConfigError
-
     needs: list[Need] = []
     for e in entries:
         if not Path(e.config_file).is_file():
             continue
         try:
-            cfg = entry_config(e)
+            cfg = e.config()  # RunEntry.config: the merged config, as the runner builds it
         except ConfigError:
             continue
         if root:
@@ -469,9 +468,7 @@ def check_entries(entries: Sequence[Any], images: str = "quick", suite_path: str
         None when every dataset the runs need is in place; otherwise one message: each problem on
         its own line with its fix, and how to see the full report or start anyway.
     """
-    import dcac_plugin
-
-    dcac_plugin.register()
+    register_datasets()  # the dataset half of dcac_plugin.register(): data needs only the datasets
     reports = check_needs(needs_of_entries(entries), images=images)
     bad = [r for r in reports if not r.ok]
     if not bad:
@@ -490,8 +487,6 @@ def check_entries(entries: Sequence[Any], images: str = "quick", suite_path: str
 
 def check_needs(needs: Sequence[Need], images: str = "quick") -> list[DatasetReport]:
     """Check each distinct need once (datasets with no check, e.g. torchreid's others, are skipped)."""
-    from dcac_plugin.data.datasets import custom_dataset_spec
-
     out = []
     for need in dict.fromkeys(needs):
         if need.name not in PAPER_DATASETS and custom_dataset_spec(need.name) is None:

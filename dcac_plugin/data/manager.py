@@ -9,16 +9,23 @@ from typing import Any
 import torch
 from yacs.config import CfgNode
 
-from dcac_plugin._torchreid import prints_to_log, tr
-from dcac_plugin.config import as_list
+from dcac_plugin._torchreid import image_dataset_registry, prints_to_log, tr
+from dcac_plugin.config import ConfigError, parse_custom_datasets
 from dcac_plugin.data import transforms as tfm
+from dcac_plugin.data.datasets import (
+    check_dataset,
+    custom_dataset_spec,
+    read_custom_dataset,
+    register_custom_datasets,
+    register_datasets,
+)
 
 logger = logging.getLogger(__name__)
 
 
 def train_dataset_names(cfg: CfgNode) -> list[str]:
     """Source names as registered in torchreid (``msmt17`` → ``msmt17_trainval`` when asked)."""
-    names = as_list(cfg.data.sources)
+    names = list(cfg.data.sources)
     if cfg.data.msmt17_include_val:
         names = ["msmt17_trainval" if n == "msmt17" else n for n in names]
     return names
@@ -29,10 +36,10 @@ def imagedata_kwargs(cfg: CfgNode, use_gpu: bool) -> dict[str, Any]:
     return dict(
         root=cfg.data.root,
         sources=train_dataset_names(cfg),
-        targets=as_list(cfg.data.targets),
+        targets=list(cfg.data.targets),
         height=cfg.data.height,
         width=cfg.data.width,
-        transforms=as_list(cfg.data.transforms),
+        transforms=list(cfg.data.transforms),
         k_tfm=cfg.data.k_tfm,
         norm_mean=list(cfg.data.norm_mean),
         norm_std=list(cfg.data.norm_std),
@@ -56,20 +63,14 @@ def imagedata_kwargs(cfg: CfgNode, use_gpu: bool) -> dict[str, Any]:
 
 def register_custom(cfg: CfgNode) -> None:
     """Register the config's ``data.custom`` datasets with torchreid (see README "Your own data")."""
-    from dcac_plugin.config import parse_custom_datasets
-    from dcac_plugin.data.datasets import register_custom_datasets
-
     register_custom_datasets(parse_custom_datasets(cfg.data.custom))
 
 
 def check_datasets(cfg: CfgNode) -> None:
     """Fail early, with the layout expected, when a dataset folder is missing or malformed."""
-    from dcac_plugin.config import ConfigError
-    from dcac_plugin.data.datasets import check_dataset, custom_dataset_spec, read_custom_dataset
-
     register_custom(cfg)
     variant = {"cuhk03_labeled": cfg.cuhk03.labeled_images}
-    sources, targets = train_dataset_names(cfg), as_list(cfg.data.targets)
+    sources, targets = train_dataset_names(cfg), list(cfg.data.targets)
     for name in dict.fromkeys(sources + targets):
         spec = custom_dataset_spec(name)
         if spec is None:
@@ -100,9 +101,7 @@ def build_datamanager(cfg: CfgNode, use_gpu: bool, plugin_views: bool, vae_view:
             otherwise torchreid's named transforms (``data.transforms``) as torchreid does.
         vae_view: the train loader yields ``[x, x_vae]`` (DCAC's second, un-augmented view).
     """
-    import dcac_plugin
-
-    dcac_plugin.register()
+    register_datasets()  # the dataset half of dcac_plugin.register(): data needs only the datasets
     check_datasets(cfg)
     with prints_to_log():
         dm = tr.data.ImageDataManager(**imagedata_kwargs(cfg, use_gpu))
@@ -162,11 +161,7 @@ def test_split(cfg: CfgNode, name: str) -> tuple[list[tuple], list[tuple]]:
     Raises:
         DatasetLayoutError: the dataset is missing or malformed (the message gives the layout).
     """
-    import dcac_plugin
-    from dcac_plugin._torchreid import image_dataset_registry
-    from dcac_plugin.data.datasets import check_dataset, custom_dataset_spec, read_custom_dataset
-
-    dcac_plugin.register()
+    register_datasets()  # the dataset half of dcac_plugin.register(): data needs only the datasets
     register_custom(cfg)
     spec = custom_dataset_spec(name)
     if spec is not None:

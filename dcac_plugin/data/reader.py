@@ -20,6 +20,8 @@ import sys
 import numpy as np
 from PIL import Image
 
+from dcac_plugin._torchreid import tr
+
 logger = logging.getLogger(__name__)
 
 #: what transparent pixels are composited on: mid grey, the centre of the models' normalisation
@@ -110,8 +112,6 @@ def install_reader() -> None:
     (``torchreid/data/datasets/dataset.py``, which imported it at module level), so that
     module's attribute is replaced; ``torchreid.utils.tools.read_image`` is replaced too.
     """
-    from dcac_plugin._torchreid import tr
-
     targets = [sys.modules[tr.data.ImageDataset.__module__]]
     tools = getattr(getattr(tr, "utils", None), "tools", None)
     if tools is not None and hasattr(tools, "read_image"):

@@ -201,8 +201,36 @@ def _domain_mix(rng: np.random.Generator, st: DomainStyle) -> np.ndarray:
 def _render(ident: dict[str, Any], cam: dict[str, Any], st: DomainStyle, mix: np.ndarray,
             rng: np.random.Generator, crop_rng: np.random.Generator | None = None,
             crop_jitter: float = 0.0, tod: str | None = None) -> Image.Image:
-    """Draw one 128x64 RGB crop of ``ident`` seen by ``cam``."""
-    b = ident["build"]
+    """Draw one 128x64 RGB crop of ``ident`` seen by ``cam``.
+
+    The steps draw from ``rng`` in a fixed order (pose, background, body parts front to back,
+    occluder, photometry); changing that order changes every generated file.
+    """
+    pose = _pose(ident, cam, st, rng, crop_rng, crop_jitter)
+    canvas = _Canvas(_background(cam, rng), pose, cam, rng)
+    _paint_backpack(canvas, ident)
+    _paint_legs(canvas, ident)
+    _paint_arms(canvas, ident)
+    _paint_torso(canvas, ident)
+    _paint_head(canvas, ident)
+    _occlude(canvas.img, rng)
+    return _photometry(canvas.img, cam, st, mix, rng, crop_jitter, tod)
+
+
+@dataclass(frozen=True)
+class _Pose:
+    """Body coordinates of every pixel: ``u`` across (0 = body axis, mirrored when flipped), ``v`` down
+    (0 = top of the head, 1 = the feet); ``flip`` -1/+1; ``stride`` leg spread."""
+
+    u: np.ndarray
+    v: np.ndarray
+    flip: float
+    stride: float
+
+
+def _pose(ident: dict[str, Any], cam: dict[str, Any], st: DomainStyle, rng: np.random.Generator,
+          crop_rng: np.random.Generator | None, crop_jitter: float) -> _Pose:
+    """Placement, size and pose of the person (with detector misalignment when ``crop_jitter`` > 0)."""
     hb = IMG_H * st.person_scale * cam["scale"] * ident["height"] * rng.uniform(0.93, 1.05)
     cx = IMG_W / 2 + cam["dx"] + rng.normal(0, st.pos_jitter * IMG_W)
     y0 = (IMG_H - hb) / 2 + rng.normal(0, st.pos_jitter * IMG_H * 0.4)
@@ -215,69 +243,109 @@ def _render(ident: dict[str, Any], cam: dict[str, Any], st: DomainStyle, mix: np
     stride = rng.uniform(-0.08, 0.08)
     v = (_YY - y0) / hb
     u = flip * ((_XX - cx) / (hb * st.aspect) - lean * (v - 0.5))
+    return _Pose(u, v, flip, stride)
 
+
+def _background(cam: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """A random window of the camera's background plate with a small colour offset: [H, W, 3] float."""
     ox, oy = rng.integers(0, 25, 2)
     img = cam["plate"][oy:oy + IMG_H, ox:ox + IMG_W].copy()
     img += rng.normal(0, 0.03, 3).astype(np.float32)
+    return img
 
-    shade = ((1 - 1.8 * np.minimum(u * u, 0.04)) * (1 + cam["light"] * 3 * u))[..., None]
 
-    def paint(mask: np.ndarray, colour: np.ndarray) -> None:
-        c = colour + rng.normal(0, 0.025, 3).astype(np.float32)
-        img[mask] = shade[mask] * c
+class _Canvas:
+    """The image being drawn, the person's pose and the side-light shading of its body."""
 
-    au = np.abs(u)
-    hip = 0.15 + ident["top_len"]
-    leg_top = min(hip, 0.52)
-    # bag behind the body (backpack) / beside it (handbag)
+    def __init__(self, img: np.ndarray, pose: _Pose, cam: dict[str, Any], rng: np.random.Generator) -> None:
+        self.img, self.rng = img, rng
+        self.u, self.v, self.au = pose.u, pose.v, np.abs(pose.u)
+        self.flip, self.stride = pose.flip, pose.stride
+        u = pose.u
+        self.shade = ((1 - 1.8 * np.minimum(u * u, 0.04)) * (1 + cam["light"] * 3 * u))[..., None]
+
+    def paint(self, mask: np.ndarray, colour: np.ndarray) -> None:
+        """Fill ``mask`` with ``colour`` (plus a small random tint), shaded."""
+        c = colour + self.rng.normal(0, 0.025, 3).astype(np.float32)
+        self.img[mask] = self.shade[mask] * c
+
+
+def _hip(ident: dict[str, Any]) -> float:
+    return 0.15 + ident["top_len"]
+
+
+def _paint_backpack(cv: _Canvas, ident: dict[str, Any]) -> None:
+    """A backpack, behind the body (painted first)."""
+    u, v, b = cv.u, cv.v, ident["build"]
     side = ident["bag_side"] * u
     if ident["bag"] == 1:
-        paint((side > 0.06 * b) & (side < 0.17 * b) & (v > 0.17) & (v < 0.45), ident["bag_colour"])
-    # legs
+        cv.paint((side > 0.06 * b) & (side < 0.17 * b) & (v > 0.17) & (v < 0.45), ident["bag_colour"])
+
+
+def _paint_legs(cv: _Canvas, ident: dict[str, Any]) -> None:
+    """Legs (trousers, shorts or bare below a skirt), shoes, and the skirt."""
+    u, v, b = cv.u, cv.v, ident["build"]
+    leg_top = min(_hip(ident), 0.52)
     for sgn in (-1.0, 1.0):
-        lc = sgn * 0.045 * b + sgn * stride * np.clip(v - 0.5, 0, None)
+        lc = sgn * 0.045 * b + sgn * cv.stride * np.clip(v - 0.5, 0, None)
         leg = (np.abs(u - lc) < 0.042 * b) & (v > leg_top) & (v < 0.965)
         low = 0.68 if ident["bottom_type"] == 1 else (0.74 if ident["bottom_type"] == 2 else 0.94)
-        paint(leg & (v < low), ident["bottom"])
-        paint(leg & (v >= low), ident["skin"])
-        paint((np.abs(u - lc) < 0.05 * b) & (v > 0.935) & (v < 0.99), ident["shoes"])
+        cv.paint(leg & (v < low), ident["bottom"])
+        cv.paint(leg & (v >= low), ident["skin"])
+        cv.paint((np.abs(u - lc) < 0.05 * b) & (v > 0.935) & (v < 0.99), ident["shoes"])
     if ident["bottom_type"] == 2:  # skirt
         w = 0.1 * b + 0.08 * np.clip(v - leg_top, 0, None)
-        paint((au < w) & (v > leg_top) & (v < 0.74), ident["bottom"])
-    # arms
+        cv.paint((cv.au < w) & (v > leg_top) & (v < 0.74), ident["bottom"])
+
+
+def _paint_arms(cv: _Canvas, ident: dict[str, Any]) -> None:
+    """Both arms with a random swing each: sleeve, then skin."""
+    u, v, b = cv.u, cv.v, ident["build"]
     for sgn in (-1.0, 1.0):
-        swing = rng.uniform(-0.04, 0.04)
+        swing = cv.rng.uniform(-0.04, 0.04)
         arm = (sgn * u > 0.105 * b) & (sgn * u < 0.15 * b) & (v > 0.17 + swing) & (v < 0.47 + swing)
         sleeve_end = 0.45 + swing if ident["long_sleeves"] else 0.27 + swing
-        paint(arm & (v < sleeve_end), ident["top"])
-        paint(arm & (v >= sleeve_end), ident["skin"])
-    # torso with pattern
+        cv.paint(arm & (v < sleeve_end), ident["top"])
+        cv.paint(arm & (v >= sleeve_end), ident["skin"])
+
+
+def _paint_torso(cv: _Canvas, ident: dict[str, Any]) -> None:
+    """The top with its pattern, then the backpack straps or the handbag."""
+    u, v, au, b = cv.u, cv.v, cv.au, ident["build"]
     tv = (v - 0.15) / ident["top_len"]
-    torso = (au < 0.115 * b * (1 - 0.12 * tv)) & (v > 0.15) & (v < hip)
-    paint(torso, ident["top"])
+    torso = (au < 0.115 * b * (1 - 0.12 * tv)) & (v > 0.15) & (v < _hip(ident))
+    cv.paint(torso, ident["top"])
     pat, per = ident["pattern"], ident["period"]
     if pat == 1:
-        paint(torso & ((np.floor((v - 0.15) / per) % 2) == 1), ident["top2"])
+        cv.paint(torso & ((np.floor((v - 0.15) / per) % 2) == 1), ident["top2"])
     elif pat == 2:
-        paint(torso & ((np.floor((u + 1) / per) % 2) == 1), ident["top2"])
+        cv.paint(torso & ((np.floor((u + 1) / per) % 2) == 1), ident["top2"])
     elif pat == 3:
-        paint(torso & (tv > 0.55), ident["top2"])
+        cv.paint(torso & (tv > 0.55), ident["top2"])
     elif pat == 4:
-        paint(torso & (np.abs(u + 0.02) < 0.045) & (np.abs(tv - 0.35) < 0.15), ident["top2"])
+        cv.paint(torso & (np.abs(u + 0.02) < 0.045) & (np.abs(tv - 0.35) < 0.15), ident["top2"])
+    side = ident["bag_side"] * u
     if ident["bag"] == 1:  # straps
         strap = torso & (np.abs(u - ident["bag_side"] * 0.06 * b) < 0.012) & (tv < 0.7)
-        paint(strap, ident["bag_colour"] * 0.7)
+        cv.paint(strap, ident["bag_colour"] * 0.7)
     elif ident["bag"] == 2:
-        paint((side > 0.14 * b) & (side < 0.24 * b) & (v > 0.42) & (v < 0.56), ident["bag_colour"])
-    # neck, head, hair, hat
-    paint((au < 0.03) & (v > 0.12) & (v < 0.16), ident["skin"])
+        cv.paint((side > 0.14 * b) & (side < 0.24 * b) & (v > 0.42) & (v < 0.56), ident["bag_colour"])
+
+
+def _paint_head(cv: _Canvas, ident: dict[str, Any]) -> None:
+    """Neck, head, hair (more of it seen from behind) and an optional hat."""
+    u, v, au = cv.u, cv.v, cv.au
+    cv.paint((au < 0.03) & (v > 0.12) & (v < 0.16), ident["skin"])
     head = ((u / 0.052) ** 2 + ((v - 0.08) / 0.068) ** 2) < 1
-    paint(head, ident["skin"])
-    paint(head & (v < ident["hairline"] + 0.02 * (flip < 0)), ident["hair"])
+    cv.paint(head, ident["skin"])
+    cv.paint(head & (v < ident["hairline"] + 0.02 * (cv.flip < 0)), ident["hair"])
     if ident["hat"] is not None:
-        paint(((au < 0.058) & (v > 0.005) & (v < 0.05)) | ((au < 0.08) & (v >= 0.04) & (v < 0.055)),
-              ident["hat"])
-    # occluder (another object in front of the person)
+        cv.paint(((au < 0.058) & (v > 0.005) & (v < 0.05)) | ((au < 0.08) & (v >= 0.04) & (v < 0.055)),
+                 ident["hat"])
+
+
+def _occlude(img: np.ndarray, rng: np.random.Generator) -> None:
+    """With probability 0.2, a flat-coloured object in front of the person (mostly at the bottom)."""
     if rng.random() < 0.2:
         h = int(rng.uniform(0.15, 0.35) * IMG_H)
         w = int(rng.uniform(0.3, 1.0) * IMG_W)
@@ -285,7 +353,10 @@ def _render(ident: dict[str, Any], cam: dict[str, Any], st: DomainStyle, mix: np
         y = IMG_H - h if rng.random() < 0.7 else int(rng.integers(0, IMG_H - h))
         img[y:y + h, x:x + w] = np.clip(rng.random(3) * 0.8 + 0.1, 0, 1).astype(np.float32)
 
-    # camera and domain photometry
+
+def _photometry(img: np.ndarray, cam: dict[str, Any], st: DomainStyle, mix: np.ndarray, rng: np.random.Generator,
+                crop_jitter: float, tod: str | None) -> Image.Image:
+    """Camera gain, colour cast, time of day, gamma, domain colour mixing, contrast, noise and blur."""
     gain = cam["gain"] * rng.uniform(0.9, 1.1)
     cast = cam["cast"]
     if tod is not None:
@@ -512,12 +583,7 @@ def make_synthetic(root: str | os.PathLike, scale: str = "tiny", seed: int = 0,
         SyntheticRootError: a domain folder exists in ``root`` but was not written by this
             generator (real data is never overwritten).
     """
-    if scale not in SCALES:
-        raise ValueError(f"unknown synthetic scale {scale!r}; use one of {sorted(SCALES)}")
-    domains = list(dict.fromkeys(domains))
-    bad = [d for d in domains if d not in _WRITERS]
-    if bad or not domains:
-        raise ValueError(f"unknown synthetic domain(s) {bad}; choose from {list(_WRITERS)}")
+    domains = _check_request(scale, domains)
     root = osp.abspath(osp.expanduser(os.fspath(root)))
     marker_path, partial_path = osp.join(root, MARKER), osp.join(root, PARTIAL_MARKER)
     marker = _read_json(marker_path)
@@ -525,10 +591,35 @@ def make_synthetic(root: str | os.PathLike, scale: str = "tiny", seed: int = 0,
     if marker and all(marker.get(k) == v for k, v in key.items()) and set(domains) <= set(marker["domains"]):
         logger.info("synthetic benchmark already in %s (scale=%s, seed=%d): skipping", root, scale, seed)
         return {d: marker["counts"][d] for d in domains}
+    _clear_root(root, domains, marker, _read_json(partial_path))
+    atomic_write_json({**key, "domains": domains}, partial_path)
+    counts = _write_domains(root, domains, SCALES[scale], int(seed))
+    atomic_write_json({"generator": "dcac_plugin.data.synthetic", **key, "domains": domains,
+                       "image_size": [IMG_H, IMG_W], "counts": counts}, marker_path)
+    os.unlink(partial_path)
+    return counts
 
-    # folders this generator owns (listed in a marker) may be replaced; anything else is refused
-    owned: set[str] = set()
-    for m in (marker, _read_json(partial_path)):
+
+def _check_request(scale: str, domains: tuple[str, ...] | list[str]) -> list[str]:
+    """The requested domains without duplicates; ValueError on an unknown scale or domain."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown synthetic scale {scale!r}; use one of {sorted(SCALES)}")
+    domains = list(dict.fromkeys(domains))
+    bad = [d for d in domains if d not in _WRITERS]
+    if bad or not domains:
+        raise ValueError(f"unknown synthetic domain(s) {bad}; choose from {list(_WRITERS)}")
+    return domains
+
+
+def _clear_root(root: str, domains: list[str], marker: dict[str, Any] | None,
+                partial: dict[str, Any] | None) -> None:
+    """Make ``root`` ready for a new generation: remove the folders a marker lists and the complete marker.
+
+    Raises:
+        SyntheticRootError: a requested domain's folder exists but no marker lists it (maybe real data).
+    """
+    owned: set[str] = set()  # folders this generator owns (listed in a marker) may be replaced
+    for m in (marker, partial):
         if m:
             owned |= {STYLES[d].folder for d in m.get("domains", []) if d in STYLES}
     for d in domains:
@@ -542,19 +633,18 @@ def make_synthetic(root: str | os.PathLike, scale: str = "tiny", seed: int = 0,
     os.makedirs(root, exist_ok=True)
     for folder in sorted(owned):
         shutil.rmtree(osp.join(root, folder), ignore_errors=True)
+    marker_path = osp.join(root, MARKER)
     if osp.exists(marker_path):
         os.unlink(marker_path)
-    atomic_write_json({**key, "domains": domains}, partial_path)
 
-    sc = SCALES[scale]
+
+def _write_domains(root: str, domains: list[str], sc: Scale, seed: int) -> dict[str, dict[str, int]]:
+    """Write each domain in turn; its counts per domain."""
     counts = {}
     for d in domains:
         t0 = time.perf_counter()
-        counts[d] = _WRITERS[d](_Domain(d, sc, int(seed)), root)
+        counts[d] = _WRITERS[d](_Domain(d, sc, seed), root)
         logger.info("synthetic %s: %s (%.1f s)", d, counts[d], time.perf_counter() - t0)
-    atomic_write_json({"generator": "dcac_plugin.data.synthetic", **key, "domains": domains,
-                       "image_size": [IMG_H, IMG_W], "counts": counts}, marker_path)
-    os.unlink(partial_path)
     return counts
 
 

@@ -38,6 +38,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
 
 from dcac_plugin.data.reader import read_image
 
@@ -282,8 +285,6 @@ class VAEMomentCache:
     @classmethod
     def _try_load(cls, file: Path, key: str, paths: list[str], expect_c: int) -> VAEMomentCache | None:
         """Read and verify ``file``; ``None`` (after a WARNING naming it) if it does not verify."""
-        from safetensors import safe_open
-
         try:
             with safe_open(str(file), framework="pt", device="cpu") as f:
                 meta: dict[str, Any] = f.metadata() or {}
@@ -328,8 +329,6 @@ class VAEMomentCache:
         Returns:
             ([M, 2C, h, w] contiguous on the CPU, whether the encoder's output was channels-last).
         """
-        from tqdm import tqdm
-
         loader = torch.utils.data.DataLoader(
             _ImageList(paths, transform), batch_size=batch_size, shuffle=False, num_workers=num_workers
         )
@@ -360,8 +359,6 @@ class VAEMomentCache:
     @staticmethod
     def _save(file: Path, moments: torch.Tensor, paths: list[str], key: str, channels_last: bool) -> None:
         """Atomic safetensors write (temp file in the same folder, then ``os.replace``)."""
-        from safetensors.torch import save_file
-
         file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
         os.close(fd)

@@ -11,15 +11,22 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from dcac_plugin import distributed as dist_utils
-from dcac_plugin.utils.files import CHECKPOINT_PATTERN, WriteError, latest_checkpoint  # noqa: F401  (re-exported)
+from dcac_plugin import evaluation  # evaluate_features looked up on call (tests replace it)
+from dcac_plugin.evaluation.hooks import EvalHook, TargetEvaluation, build_named_hook, run_hooks
+from dcac_plugin.models.weights import read_state_dict
+from dcac_plugin.runfolder import CHECKPOINT_PATTERN, checkpoint_name, checkpoints, latest_checkpoint  # noqa: F401
+from dcac_plugin.utils.files import WriteError
 from dcac_plugin.utils.io import atomic_torch_save
 
 logger = logging.getLogger(__name__)
@@ -68,7 +75,8 @@ class PluginEngineMixin:
 
     def setup(self, *, device: torch.device, save_dir: str, eval_kwargs: dict[str, Any],
               print_freq: int = 20, checkpoint_period: int = 1, keep_checkpoints: int = 2,
-              ddp: bool = False, find_unused_parameters: bool = False, visrank_topk: int = 0) -> None:
+              ddp: bool = False, find_unused_parameters: bool = False,
+              eval_hooks: Sequence[EvalHook] = (), visrank_topk: int = 0) -> None:
         """Finish construction.
 
         Args:
@@ -82,8 +90,11 @@ class PluginEngineMixin:
             ddp: wrap the model in ``DistributedDataParallel`` for training (process group
                 already initialised); evaluation and checkpoints use the plain model on rank 0.
             find_unused_parameters: DDP option (parameters without gradient in some steps).
-            visrank_topk: > 0 writes, at each evaluation, every query's ranked list (top-k gallery
-                images) as a picture under ``<save_dir>/visrank/<target>/`` (``test.visrank``).
+            eval_hooks: called after each target's evaluation with a
+                :class:`dcac_plugin.evaluation.hooks.TargetEvaluation` (e.g.
+                :class:`dcac_plugin.inference.visrank.VisrankHook`, the ranked-list pictures).
+            visrank_topk: > 0 adds the ranked-list hook with this many gallery images (the older
+                spelling of ``eval_hooks=[VisrankHook(visrank_topk)]``; ``test.visrank``).
         """
         self.device = device
         self.save_dir = Path(save_dir)
@@ -95,10 +106,11 @@ class PluginEngineMixin:
         self.last_results: dict[str, dict[str, float]] = {}
         self.epoch = 0
         self.visrank_topk = max(0, int(visrank_topk))
+        self.eval_hooks: list[EvalHook] = list(eval_hooks)
+        if self.visrank_topk > 0:
+            self.eval_hooks.append(build_named_hook("visrank", topk=self.visrank_topk))
         self.train_model = self.raw_model()
         if ddp:
-            from torch.nn.parallel import DistributedDataParallel
-
             self.train_model = DistributedDataParallel(
                 self.raw_model(), device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=find_unused_parameters)
@@ -146,7 +158,7 @@ class PluginEngineMixin:
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
         try:
-            path = atomic_torch_save(state, self.save_dir / f"checkpoint_ep{epoch}.pth")
+            path = atomic_torch_save(state, self.save_dir / checkpoint_name(epoch))
         except WriteError as exc:
             kept = latest_checkpoint(self.save_dir)
             then = (f"; once fixed, --resume continues from {kept.name}" if kept is not None else
@@ -160,11 +172,7 @@ class PluginEngineMixin:
         return path
 
     def _prune_checkpoints(self) -> None:
-        found = sorted(
-            (int(m.group(1)), p) for p in self.save_dir.glob("checkpoint_ep*.pth")
-            if (m := CHECKPOINT_PATTERN.match(p.name))
-        )
-        for _, p in found[: -self.keep_checkpoints]:
+        for p in checkpoints(self.save_dir)[self.keep_checkpoints:]:  # newest first; keep_checkpoints >= 1
             p.unlink(missing_ok=True)
 
     def resume(self, path: str | Path) -> int:
@@ -173,8 +181,6 @@ class PluginEngineMixin:
         Half-written checkpoints left by a process killed mid-write (``.checkpoint_ep*.pth.*.tmp``
         beside it; they never took a checkpoint's name) are removed.
         """
-        from dcac_plugin.models.weights import read_state_dict
-
         state = read_state_dict(path, "checkpoint")  # weights_only; an unreadable file gets its diagnosis
         if dist_utils.is_main_process():
             for stale in Path(path).parent.glob(".checkpoint_ep*.pth.*.tmp"):
@@ -238,8 +244,6 @@ class PluginEngineMixin:
 
         Returns the per-target metrics of the final evaluation.
         """
-        from torch.utils.tensorboard import SummaryWriter
-
         self.max_epoch = max_epoch
         if self.writer is None and dist_utils.is_main_process():
             self.writer = SummaryWriter(log_dir=str(self.save_dir / "tensorboard"))
@@ -277,23 +281,21 @@ class PluginEngineMixin:
             camids.append(c.numpy() if torch.is_tensor(c) else np.asarray(c))
         return torch.cat(feats), np.concatenate(pids), np.concatenate(camids)
 
+    def target_evaluation(self, name: str, qf: torch.Tensor, gf: torch.Tensor, q_pids: np.ndarray,
+                          g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray,
+                          metrics: dict[str, float]) -> TargetEvaluation:
+        """What the evaluation hooks get for target ``name``."""
+        data = self.datamanager.test_dataset[name]
+        return TargetEvaluation(name, self.epoch, qf, gf, q_pids, g_pids, q_camids, g_camids, metrics,
+                                self.eval_kwargs, data["query"], data["gallery"], self.save_dir)
+
     def write_visrank(self, name: str, qf: torch.Tensor, gf: torch.Tensor, q_pids: np.ndarray, g_pids: np.ndarray,
                       q_camids: np.ndarray, g_camids: np.ndarray, metrics: dict[str, float]) -> Path:
         """Ranked-list pictures of every query of target ``name`` (torchreid visrank style) and an
-        ``index.html``, under ``<save_dir>/visrank/<name>/``; distances as the evaluator ranks them."""
-        from dcac_plugin.inference.visrank import ranked_lists, write_visrank
-
-        kw = self.eval_kwargs
-        dist_kw = dict(metric=kw.get("metric", "euclidean"), normalize=kw.get("normalize", False),
-                       rerank=kw.get("rerank", False))
-        if dist_kw["rerank"]:
-            dist_kw.update(k1=kw.get("k1", 20), k2=kw.get("k2", 6), lambda_value=kw.get("lambda_value", 0.3))
-        ranked = ranked_lists(qf, gf, q_pids, g_pids, q_camids, g_camids, self.visrank_topk, **dist_kw)
-        data = self.datamanager.test_dataset[name]
-        summary = {"target": name, "epoch": self.epoch, **{k: f"{v:.1f}" for k, v in metrics.items()},
-                   **{k: v for k, v in dist_kw.items()}}
-        return write_visrank(self.save_dir / "visrank" / name, ranked, data["query"], data["gallery"],
-                             range(len(data["query"])), title=f"ranked lists: {name}", summary=summary)
+        ``index.html``, under ``<save_dir>/visrank/<name>/``; distances as the evaluator ranks them.
+        (The ranked-list hook run once; ``eval_hooks`` runs it at every evaluation.)"""
+        hook = build_named_hook("visrank", topk=self.visrank_topk)
+        return hook(self.target_evaluation(name, qf, gf, q_pids, g_pids, q_camids, g_camids, metrics))
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, float]]:
@@ -301,8 +303,6 @@ class PluginEngineMixin:
 
         Under DDP only rank 0 evaluates (the others wait and return ``{}``).
         """
-        from dcac_plugin.evaluation import evaluate_features
-
         if not dist_utils.is_main_process():
             dist_utils.barrier()
             return {}
@@ -312,7 +312,7 @@ class PluginEngineMixin:
             t0 = time.time()
             qf, q_pids, q_camids = self._features(loaders["query"])
             gf, g_pids, g_camids = self._features(loaders["gallery"])
-            metrics = evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, **self.eval_kwargs)
+            metrics = evaluation.evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, **self.eval_kwargs)
             row = {k: float(metrics[k]) for k in ("mAP", "rank1", "rank5", "rank10", "mINP")}
             results[name] = row
             logger.info("%s: mAP %.1f  R1 %.1f  R5 %.1f  R10 %.1f  mINP %.1f  (%d q x %d g, %.1f s)", name,
@@ -321,8 +321,9 @@ class PluginEngineMixin:
             if self.writer is not None:
                 for k, v in row.items():
                     self.writer.add_scalar(f"Test/{name}/{k}", v, self.epoch)
-            if getattr(self, "visrank_topk", 0) > 0:
-                self.write_visrank(name, qf, gf, q_pids, g_pids, q_camids, g_camids, row)
+            hooks = getattr(self, "eval_hooks", ())
+            if hooks:
+                run_hooks(hooks, self.target_evaluation(name, qf, gf, q_pids, g_pids, q_camids, g_camids, row))
         self.last_results = results
         self.set_model_mode("train")
         dist_utils.barrier()

@@ -7,6 +7,7 @@ import math
 from contextlib import nullcontext
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -14,34 +15,9 @@ from dcac_plugin import distributed as dist_utils
 from dcac_plugin._torchreid import tr
 from dcac_plugin.engine.base import NonFiniteLossError, PluginEngineMixin
 from dcac_plugin.engine.memory import PrototypeMemory
+from dcac_plugin.utils.precision import AMP_MODES, resolve_amp  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
-
-
-AMP_MODES = ("auto", "off", "fp16", "bf16")
-
-
-def resolve_amp(amp: str, device: torch.device) -> tuple[str, bool]:
-    """The precision a run trains in: ``(mode, grad_scaler)``, mode ``'off' | 'fp16' | 'bf16'``.
-
-    ``auto`` is the original's recipe where it can run: fp16 autocast with a GradScaler on a CUDA
-    device, fp32 (``off``) elsewhere; the choice is logged. ``fp16`` needs CUDA; ``bf16`` needs no
-    scaler.
-
-    Raises:
-        ValueError: unknown mode, or fp16 without CUDA.
-    """
-    if amp not in AMP_MODES:
-        raise ValueError(f"train.amp must be auto, off, fp16 or bf16; got '{amp}'")
-    if amp == "auto":
-        if device.type == "cuda":
-            logger.info("train.amp auto -> fp16 autocast with a GradScaler (CUDA device, as the original)")
-            return "fp16", True
-        logger.info("train.amp auto -> off: fp32 on %s (fp16 autocast needs CUDA)", device.type)
-        return "off", False
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("train.amp fp16 needs CUDA; use auto, bf16 or off on this device")
-    return amp, amp == "fp16"
 
 
 class DCACEngine(PluginEngineMixin, tr.engine.Engine):
@@ -207,8 +183,6 @@ class DCACEngine(PluginEngineMixin, tr.engine.Engine):
         (they must be training cameras, i.e. in-domain evaluation)."""
         if not self.uses_sie:
             return super()._features(loader)
-        import numpy as np
-
         feats, pids, camids = [], [], []
         for data in loader:
             imgs, p, c = self.parse_data_for_eval(data)

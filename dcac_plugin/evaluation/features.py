@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -17,15 +17,42 @@ from dcac_plugin.evaluation.ranking import (
     _resolve_device,
 )
 from dcac_plugin.evaluation.rerank import SparseReranker
+from dcac_plugin.protocols import TORCHREID_RERANK, RerankParams
 
-__all__ = ["evaluate_features"]
+__all__ = ["evaluate_features", "iter_distance_blocks"]
+
+
+def iter_distance_blocks(q: torch.Tensor, g: torch.Tensor, chunks: Iterable[tuple[int, int]],
+                         metric: str = "euclidean", rerank: RerankParams | None = None,
+                         device: Any = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """The evaluator's query-gallery distances, one query-row block ``(a, b, dist [b - a, G])`` per chunk.
+
+    The one generator of ranking distances: :func:`evaluate_features` ranks these blocks, and
+    :func:`dcac_plugin.inference.search.distance_blocks` (search, ranked-list pictures) yields them.
+
+    Args:
+        q, g: prepared ``[Q, D]`` / ``[G, D]`` float32 features (already L2-normalised if asked).
+        chunks: ``(a, b)`` query-row ranges, in order.
+        metric: ``'euclidean'`` (squared) or ``'cosine'``.
+        rerank: k-reciprocal re-ranking with these parameters (``None``: plain distances).
+        device: where re-ranking runs (default: ``q``'s device).
+    """
+    if rerank is not None:
+        rr = SparseReranker.from_features(q, g, **rerank.kwargs(), metric=metric, chunk_size=None,
+                                          device=device if device is not None else q.device)
+        for a, b in chunks:
+            yield a, b, rr.final_block(a, b)
+        return
+    gn = g.pow(2).sum(1) if metric == "euclidean" else None
+    for a, b in chunks:
+        yield a, b, compute_distance_chunk(q[a:b], g, metric, gn)
 
 
 def evaluate_features(qf: Any, gf: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any,
                       metric: str = "euclidean", normalize: bool = False, max_rank: int = 50,
                       chunk_size: int | None = None, device: Any = None, use_metric_cuhk03: bool = False,
-                      rerank: bool = False, k1: int = 20, k2: int = 6,
-                      lambda_value: float = 0.3) -> dict[str, Any]:
+                      rerank: bool = False, k1: int = TORCHREID_RERANK.k1, k2: int = TORCHREID_RERANK.k2,
+                      lambda_value: float = TORCHREID_RERANK.lambda_value) -> dict[str, Any]:
     """Rank metrics straight from features, chunk by chunk (never the full ``[Q, G]`` matrix).
 
     Args:
@@ -60,14 +87,8 @@ def evaluate_features(qf: Any, gf: Any, q_pids: Any, g_pids: Any, q_camids: Any,
     if not (torch.isfinite(q).all() and torch.isfinite(g).all()):
         raise ValueError("features contain NaN or inf; check the model output before evaluation")
     chunks = list(_query_chunks(num_q, num_g, chunk_size))
-    if rerank:
-        rr = SparseReranker.from_features(q, g, k1=k1, k2=k2, lambda_value=lambda_value, metric=metric,
-                                          chunk_size=None, device=dev)
-        blocks: Iterable[tuple[int, int, torch.Tensor]] = (
-            (a, b, rr.final_block(a, b)) for a, b in chunks)
-    else:
-        gn = g.pow(2).sum(1) if metric == "euclidean" else None
-        blocks = ((a, b, compute_distance_chunk(q[a:b], g, metric, gn)) for a, b in chunks)
+    params = RerankParams(k1, k2, lambda_value) if rerank else None
+    blocks = iter_distance_blocks(q, g, chunks, metric, params, dev)
     with torch.no_grad():
         cmc, mAP, mINP = _evaluate_blocks(blocks, qp, gp, qc, gc, max_rank, use_metric_cuhk03)
     pct = [100.0 * float(c) for c in cmc]

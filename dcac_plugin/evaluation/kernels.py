@@ -34,7 +34,7 @@ def numba_kernel(fn: Any) -> Any | None:
     key = f"{fn.__module__}.{fn.__name__}"
     if key not in _KERNELS:
         try:
-            import numba
+            import numba  # heavy, and optional at run time: the pure-torch path serves without it
         except ImportError:
             logger.info("numba not importable; using the pure-torch path for %s", fn.__name__)
             _KERNELS[key] = None

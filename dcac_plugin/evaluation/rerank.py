@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from dcac_plugin.evaluation import kernels as _kernels
 from dcac_plugin.evaluation.kernels import compute_distance_chunk
+from dcac_plugin.protocols import DCAC_RERANK, TORCHREID_RERANK, RerankParams  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +231,119 @@ def _reciprocal(top: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# the steps of SparseReranker.from_features
+# ---------------------------------------------------------------------------------------------
+
+BlockDistance = Callable[[int, int, int, int], torch.Tensor]
+
+
+def _joint_points(qf: torch.Tensor, gf: torch.Tensor, metric: str, dev: torch.device) -> tuple[torch.Tensor, bool]:
+    """Query then gallery features as one float32 ``[N, D]`` matrix on ``dev``, and whether the base
+    distance is ``1 - dot`` (cosine: the rows are L2-normalised here) rather than squared euclidean."""
+    x = torch.cat([qf, gf], 0).to(dev, torch.float32)
+    if metric == "cosine":
+        return F.normalize(x, p=2, dim=1), True
+    if metric == "euclidean":
+        return x, False
+    raise ValueError(f"unknown distance metric {metric!r}; use 'euclidean' or 'cosine'")
+
+
+def _block_distance(x: torch.Tensor, sq: torch.Tensor, dot: bool) -> BlockDistance:
+    """``dist(a0, a1, b0, b1)``: the base distances of rows ``a0:a1`` to rows ``b0:b1`` of ``x``."""
+
+    def dist(a0: int, a1: int, b0: int, b1: int) -> torch.Tensor:
+        if dot:
+            return 1 - x[a0:a1] @ x[b0:b1].t()
+        return compute_distance_chunk(x[a0:a1], x[b0:b1], "euclidean", sq[b0:b1])
+
+    return dist
+
+
+@torch.no_grad()
+def _neighbour_pass(dist: BlockDistance, n: int, num_q: int, k: int, bs: int, dev: torch.device,
+                    qg: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over the upper-triangular blocks of the squared joint distances: every row's ``k``
+    nearest rows (``[N, k]``, nearest first) and its maximum squared distance (``[N]``); the
+    query-gallery block is kept in ``qg`` (squared, not yet divided) when given."""
+    starts = list(range(0, n, bs))
+    best_v = torch.full((n, k), float("inf"), device=dev)
+    best_i = torch.zeros((n, k), dtype=torch.long, device=dev)
+    rowmax = torch.zeros(n, device=dev)
+    topk_kernel = _kernels.numba_kernel(_block_topk_py) if dev.type == "cpu" else None
+    for bi, a0 in enumerate(starts):
+        a1 = min(n, a0 + bs)
+        for b0 in starts[bi:]:
+            b1 = min(n, b0 + bs)
+            d = dist(a0, a1, b0, b1)
+            if topk_kernel is not None:
+                # squares d in place and merges the block (and its transpose) into the top-k
+                topk_kernel(d.numpy(), a0, b0, b0 != a0, best_v.numpy(), best_i.numpy(), rowmax.numpy())
+            else:
+                d = _merge_block_torch(d, a0, a1, b0, b1, k, best_v, best_i, rowmax)
+            if qg is not None and a0 < num_q and b1 > num_q:
+                r1, c0 = min(a1, num_q), max(b0, num_q)
+                qg[a0:r1, c0 - num_q:b1 - num_q] = d[: r1 - a0, c0 - b0:]
+    return best_i, rowmax
+
+
+def _merge_block_torch(d: torch.Tensor, a0: int, a1: int, b0: int, b1: int, k: int, best_v: torch.Tensor,
+                       best_i: torch.Tensor, rowmax: torch.Tensor) -> torch.Tensor:
+    """The torch path of :func:`_neighbour_pass` for one block: merge the squared block (and, off the
+    diagonal, its transpose) into the running top-k and row maxima; returns the squared block."""
+    d2 = d * d
+    kk = min(k, b1 - b0)
+    v, i = torch.topk(d2, kk, dim=1, largest=False, sorted=True)
+    best_v[a0:a1], best_i[a0:a1] = _merge_topk(best_v[a0:a1], best_i[a0:a1], v, i + b0, k)
+    rowmax[a0:a1] = torch.maximum(rowmax[a0:a1], d2.max(1).values)
+    if b0 != a0:
+        kk = min(k, a1 - a0)
+        d2t = d2.t().contiguous()
+        v, i = torch.topk(d2t, kk, dim=1, largest=False, sorted=True)
+        best_v[b0:b1], best_i[b0:b1] = _merge_topk(best_v[b0:b1], best_i[b0:b1], v, i + a0, k)
+        rowmax[b0:b1] = torch.maximum(rowmax[b0:b1], d2t.max(1).values)
+    return d2
+
+
+def _exact_pairs(x: torch.Tensor, sq: torch.Tensor, rowmax: torch.Tensor,
+                 dot: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``pair_fn(rows, cols)``: exact ``O[rows[p], cols[p]]`` (squared distance over the row maximum)
+    for flat int64 index vectors ``[P]`` -> ``[P]``, computed on CPU."""
+    rm_cpu = rowmax.cpu()
+    x_cpu = x.cpu()
+    sq_cpu = sq.cpu()
+    pair_kernel = _kernels.numba_kernel(_pair_sqdist_py)
+
+    def pair_fn(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(rows.numel(), dtype=torch.float32)
+        if pair_kernel is not None:
+            pair_kernel(x_cpu.numpy(), sq_cpu.numpy(), rows.contiguous().numpy(),
+                        cols.contiguous().numpy(), rm_cpu.numpy(), dot, out.numpy())
+            return out
+        for s0 in range(0, rows.numel(), _PAIR_CHUNK):
+            r, c = rows[s0:s0 + _PAIR_CHUNK], cols[s0:s0 + _PAIR_CHUNK]
+            dt = (x_cpu[r] * x_cpu[c]).sum(1)
+            dd = 1 - dt if dot else sq_cpu[r] + sq_cpu[c] - 2 * dt
+            out[s0:s0 + _PAIR_CHUNK] = dd * dd / rm_cpu[r]
+        return out
+
+    return pair_fn
+
+
+def _qg_rows(qg: torch.Tensor | None, dist: BlockDistance, rowmax: torch.Tensor, num_q: int,
+             n: int) -> Callable[[int, int], torch.Tensor]:
+    """``qg_fn(a, b)``: rows ``a:b`` of the query-gallery block of ``O``, from the kept ``qg`` or
+    recomputed."""
+
+    def qg_fn(a: int, b: int) -> torch.Tensor:
+        if qg is not None:
+            return qg[a:b] / rowmax[a:b, None]
+        d = dist(a, b, num_q, n)
+        return d * d / rowmax[a:b, None]
+
+    return qg_fn
+
+
 class SparseReranker:
     """Prepared sparse re-ranking state; produces final re-ranked distances by query block.
 
@@ -372,9 +486,10 @@ class SparseReranker:
 
     # ---------------------------------------------------------------------------------------
     @classmethod
-    def from_features(cls, qf: torch.Tensor, gf: torch.Tensor, k1: int = 20, k2: int = 6,
-                      lambda_value: float = 0.3, metric: str = "euclidean", chunk_size: int | None = None,
-                      device: Any = None, keep_qg_bytes: int = 1 << 29) -> SparseReranker:
+    def from_features(cls, qf: torch.Tensor, gf: torch.Tensor, k1: int = TORCHREID_RERANK.k1,
+                      k2: int = TORCHREID_RERANK.k2, lambda_value: float = TORCHREID_RERANK.lambda_value,
+                      metric: str = "euclidean", chunk_size: int | None = None, device: Any = None,
+                      keep_qg_bytes: int = 1 << 29) -> SparseReranker:
         """Prepare from features ``qf`` ``[Q, D]``, ``gf`` ``[G, D]``.
 
         The base distance is torchreid's ``compute_distance_matrix(metric)`` (squared euclidean or
@@ -384,93 +499,23 @@ class SparseReranker:
         """
         _check_params(k1, k2, lambda_value)
         dev = torch.device(device) if device is not None else qf.device
-        x = torch.cat([qf, gf], 0).to(dev, torch.float32)
-        if metric == "cosine":
-            x = F.normalize(x, p=2, dim=1)
-            metric_eff = "dot"
-        elif metric == "euclidean":
-            metric_eff = "euclidean"
-        else:
-            raise ValueError(f"unknown distance metric {metric!r}; use 'euclidean' or 'cosine'")
+        x, dot = _joint_points(qf, gf, metric, dev)
         num_q, num_g = qf.shape[0], gf.shape[0]
         n = num_q + num_g
-        k = min(max(k1 + 1, k2), n)
         sq = x.pow(2).sum(1)
-
-        def dist(a0: int, a1: int, b0: int, b1: int) -> torch.Tensor:
-            if metric_eff == "dot":
-                return 1 - x[a0:a1] @ x[b0:b1].t()
-            return compute_distance_chunk(x[a0:a1], x[b0:b1], "euclidean", sq[b0:b1])
-
-        bs = chunk_size or _ROW_CHUNK
-        starts = list(range(0, n, bs))
-        best_v = torch.full((n, k), float("inf"), device=dev)
-        best_i = torch.zeros((n, k), dtype=torch.long, device=dev)
-        rowmax = torch.zeros(n, device=dev)
-        keep_qg = num_q * num_g * 4 <= keep_qg_bytes
-        qg = torch.empty((num_q, num_g), device=dev) if keep_qg else None
-        topk_kernel = _kernels.numba_kernel(_block_topk_py) if dev.type == "cpu" else None
-        with torch.no_grad():
-            for bi, a0 in enumerate(starts):
-                a1 = min(n, a0 + bs)
-                for b0 in starts[bi:]:
-                    b1 = min(n, b0 + bs)
-                    d = dist(a0, a1, b0, b1)
-                    if topk_kernel is not None:
-                        # squares d in place and merges the block (and its transpose) into the top-k
-                        topk_kernel(d.numpy(), a0, b0, b0 != a0, best_v.numpy(), best_i.numpy(),
-                                    rowmax.numpy())
-                        if qg is not None and a0 < num_q and b1 > num_q:
-                            r1, c0 = min(a1, num_q), max(b0, num_q)
-                            qg[a0:r1, c0 - num_q:b1 - num_q] = d[: r1 - a0, c0 - b0:]
-                        continue
-                    d2 = d * d
-                    kk = min(k, b1 - b0)
-                    v, i = torch.topk(d2, kk, dim=1, largest=False, sorted=True)
-                    best_v[a0:a1], best_i[a0:a1] = _merge_topk(best_v[a0:a1], best_i[a0:a1], v, i + b0, k)
-                    rowmax[a0:a1] = torch.maximum(rowmax[a0:a1], d2.max(1).values)
-                    if qg is not None and a0 < num_q and b1 > num_q:
-                        r1, c0 = min(a1, num_q), max(b0, num_q)
-                        qg[a0:r1, c0 - num_q:b1 - num_q] = d2[: r1 - a0, c0 - b0:]
-                    if b0 != a0:
-                        kk = min(k, a1 - a0)
-                        d2t = d2.t().contiguous()
-                        v, i = torch.topk(d2t, kk, dim=1, largest=False, sorted=True)
-                        best_v[b0:b1], best_i[b0:b1] = _merge_topk(best_v[b0:b1], best_i[b0:b1], v, i + a0, k)
-                        rowmax[b0:b1] = torch.maximum(rowmax[b0:b1], d2t.max(1).values)
+        dist = _block_distance(x, sq, dot)
+        qg = torch.empty((num_q, num_g), device=dev) if num_q * num_g * 4 <= keep_qg_bytes else None
+        best_i, rowmax = _neighbour_pass(dist, n, num_q, min(max(k1 + 1, k2), n), chunk_size or _ROW_CHUNK, dev,
+                                         qg)
         # torchreid divides by the column maximum of the (symmetric) squared distance matrix
         rowmax = torch.where(rowmax > 0, rowmax, torch.ones_like(rowmax))
-        rm_cpu = rowmax.cpu()
-        x_cpu = x.cpu()
-        sq_cpu = sq.cpu()
-
-        pair_kernel = _kernels.numba_kernel(_pair_sqdist_py)
-
-        def pair_fn(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-            """Exact ``O[rows[p], cols[p]]`` for flat int64 index vectors ``[P]`` -> ``[P]``."""
-            out = torch.empty(rows.numel(), dtype=torch.float32)
-            if pair_kernel is not None:
-                pair_kernel(x_cpu.numpy(), sq_cpu.numpy(), rows.contiguous().numpy(),
-                            cols.contiguous().numpy(), rm_cpu.numpy(), metric_eff == "dot", out.numpy())
-                return out
-            for s0 in range(0, rows.numel(), _PAIR_CHUNK):
-                r, c = rows[s0:s0 + _PAIR_CHUNK], cols[s0:s0 + _PAIR_CHUNK]
-                dot = (x_cpu[r] * x_cpu[c]).sum(1)
-                dd = 1 - dot if metric_eff == "dot" else sq_cpu[r] + sq_cpu[c] - 2 * dot
-                out[s0:s0 + _PAIR_CHUNK] = dd * dd / rm_cpu[r]
-            return out
-
-        def qg_fn(a: int, b: int) -> torch.Tensor:
-            if qg is not None:
-                return qg[a:b] / rowmax[a:b, None]
-            d = dist(a, b, num_q, n)
-            return d * d / rowmax[a:b, None]
-
-        return cls(num_q, num_g, best_i, pair_fn, qg_fn, k1, k2, lambda_value, dev)
+        return cls(num_q, num_g, best_i, _exact_pairs(x, sq, rowmax, dot), _qg_rows(qg, dist, rowmax, num_q, n),
+                   k1, k2, lambda_value, dev)
 
     @classmethod
-    def from_distances(cls, q_g_dist: Any, q_q_dist: Any, g_g_dist: Any, k1: int = 20, k2: int = 6,
-                       lambda_value: float = 0.3, chunk_size: int | None = None) -> SparseReranker:
+    def from_distances(cls, q_g_dist: Any, q_q_dist: Any, g_g_dist: Any, k1: int = TORCHREID_RERANK.k1,
+                       k2: int = TORCHREID_RERANK.k2, lambda_value: float = TORCHREID_RERANK.lambda_value,
+                       chunk_size: int | None = None) -> SparseReranker:
         """Prepare from torchreid-style distances (numpy or tensors): ``[Q,G]``, ``[Q,Q]``, ``[G,G]``."""
         _check_params(k1, k2, lambda_value)
         qg, qq, gg = (np.asarray(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t)
@@ -523,19 +568,20 @@ class SparseReranker:
         return cls(num_q, num_g, best_i, pair_fn, qg_fn, k1, k2, lambda_value, torch.device("cpu"))
 
 
-def re_ranking(q_g_dist: Any, q_q_dist: Any, g_g_dist: Any, k1: int = 20, k2: int = 6,
-               lambda_value: float = 0.3) -> np.ndarray:
+def re_ranking(q_g_dist: Any, q_q_dist: Any, g_g_dist: Any, k1: int = TORCHREID_RERANK.k1,
+               k2: int = TORCHREID_RERANK.k2, lambda_value: float = TORCHREID_RERANK.lambda_value) -> np.ndarray:
     """Drop-in for torchreid's ``utils.re_ranking``: re-ranked ``[Q, G]`` float32 distances.
 
     Args:
         q_g_dist: ``[Q, G]`` query-gallery distances. q_q_dist: ``[Q, Q]``. g_g_dist: ``[G, G]``.
-        k1, k2, lambda_value: re-ranking parameters (paper: 20, 6, 0.3).
+        k1, k2, lambda_value: re-ranking parameters (default :data:`TORCHREID_RERANK`: 20, 6, 0.3).
     """
     return SparseReranker.from_distances(q_g_dist, q_q_dist, g_g_dist, k1, k2, lambda_value).full()
 
 
-def re_ranking_features(qf: Any, gf: Any, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-                        metric: str = "euclidean", normalize: bool = False, chunk_size: int | None = None,
+def re_ranking_features(qf: Any, gf: Any, k1: int = TORCHREID_RERANK.k1, k2: int = TORCHREID_RERANK.k2,
+                        lambda_value: float = TORCHREID_RERANK.lambda_value, metric: str = "euclidean",
+                        normalize: bool = False, chunk_size: int | None = None,
                         device: Any = None) -> np.ndarray:
     """Memory-lean re-ranking from features; equals ``re_ranking`` on torchreid's distance matrices.
 

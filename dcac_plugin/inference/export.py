@@ -31,6 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dcac_plugin._version import __version__
+from dcac_plugin.utils.files import write_error
+from dcac_plugin.utils.io import atomic_open
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["EvalPath", "ExportError", "check_onnx", "export_metadata", "export_onnx"]
@@ -89,9 +93,7 @@ def export_metadata(fx: Any, opset: int, dynamic_batch: bool) -> dict[str, str]:
         "dynamic_batch": "true" if dynamic_batch else "false",
         "opset": str(opset),
     }
-    import dcac_plugin
-
-    meta["dcac_plugin_version"] = dcac_plugin.__version__
+    meta["dcac_plugin_version"] = __version__
     return meta
 
 
@@ -120,10 +122,7 @@ def export_onnx(fx: Any, output: str | os.PathLike, opset: int = DEFAULT_OPSET, 
             suggests what to try.
         ValueError: a model with SIE (camera ids as a second input) is not exportable.
     """
-    import onnx
-
-    from dcac_plugin.utils.files import write_error
-    from dcac_plugin.utils.io import atomic_open
+    import onnx  # optional dependency (extra "export"): imported only when exporting or reading an .onnx file
 
     if fx.uses_sie:
         raise ValueError("models trained with SIE (dcac.sie True) take camera ids as a second input; ONNX export "
@@ -172,7 +171,7 @@ def export_onnx(fx: Any, output: str | os.PathLike, opset: int = DEFAULT_OPSET, 
 
 def onnx_session(path: str | os.PathLike, threads: int | None = None):
     """An onnxruntime CPU ``InferenceSession`` (``threads`` intra-op threads; None = onnxruntime's default)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional dependency (extra "export"): imported only to run an exported model
 
     opts = ort.SessionOptions()
     if threads:
@@ -204,6 +203,6 @@ def check_onnx(fx: Any, path: str | os.PathLike, inputs: torch.Tensor, fixed_bat
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file."""
-    import onnx
+    import onnx  # optional dependency (extra "export"): imported only when exporting or reading an .onnx file
 
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}

@@ -16,11 +16,10 @@ normalises (``test.normalize_feature``). Distances between these features with
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from dcac_plugin.config import get_default_config, merge_config
-from dcac_plugin.utils.files import read_results
+from dcac_plugin._version import __version__
+from dcac_plugin.config import config_hash, get_default_config, merge_config
+from dcac_plugin.data.reader import CorruptImageError, read_image, to_rgb
+from dcac_plugin.engine.base import _bar_disabled as engine_bar_disabled
+from dcac_plugin.families import PluginFamily, family_for
+from dcac_plugin.registry import register
+from dcac_plugin.utils.files import latest_loadable_checkpoint, read_results
+from dcac_plugin.utils.io import atomic_open
+from dcac_plugin.utils.precision import check_inference_amp
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +71,6 @@ class _BadImage:
 
 def _bar_disabled() -> bool | None:
     """Progress bars as the engines show them: off below INFO; tqdm hides them off a terminal."""
-    from dcac_plugin.engine.base import _bar_disabled as engine_bar_disabled
-
     return engine_bar_disabled()
 
 
@@ -94,8 +100,6 @@ def run_weights(run_dir: str | os.PathLike, cfg: CfgNode | None = None) -> Path:
     Raises:
         FileNotFoundError: none of them exists.
     """
-    from dcac_plugin.utils.files import latest_loadable_checkpoint
-
     run = Path(run_dir)
     rec = read_results(run) or {}
     entry = (rec.get("checkpoint") or {}).get("file") if isinstance(rec.get("checkpoint"), dict) else None
@@ -126,63 +130,18 @@ def build_inference_model(cfg: CfgNode, weights: str | os.PathLike) -> tuple[tor
     Plugin models (``dcac_*``, ``clip_reid_*``): only the re-ID encoder is built (no UNet/VAE, no
     CLIP or SD file read); ``weights`` is one of our checkpoints or an official DCAC ``source_*.pth``.
     torchreid models: built by name with ``num_classes`` taken from the checkpoint's classifier;
-    every tensor but the classifier must be in the file.
+    every tensor but the classifier must be in the file. (The model's family decides:
+    :meth:`dcac_plugin.families.ModelFamily.build_inference_model`.)
 
     Returns:
-        ``(model in eval mode, is_plugin)``.
+        ``(model in eval mode, whether it is one of the plugin's models)``.
 
     Raises:
         WeightLoadError: the file is unreadable or does not match the model.
     """
-    import dcac_plugin
-    from dcac_plugin.engine.build import build_plugin_model, is_plugin_config
-    from dcac_plugin.models.weights import (
-        WeightLoadError,
-        load_official_dcac_checkpoint,
-        load_torchreid_pretrained,
-        read_state_dict,
-        unwrap_state_dict,
-    )
-
-    dcac_plugin.register()
-    sd = unwrap_state_dict(read_state_dict(weights, "model weights"), weights)
-    if is_plugin_config(cfg):
-        fc = sd.get("encoder.fc.weight")
-        cams = sd.get("encoder.cam_emb")
-        # built with random weights and strictly overwritten from the file right below: the builder's
-        # "randomly initialised" warning would be misleading here
-        with _quiet("dcac_plugin.models.clip_reid"):
-            model = build_plugin_model(cfg, int(fc.shape[0]) if fc is not None else 1,
-                                       int(cams.shape[0]) if cams is not None else 0, encoder_only=True,
-                                       load_clip=False)
-        load_official_dcac_checkpoint(model, weights)
-        return model.eval(), True
-    from dcac_plugin._torchreid import prints_to_log, tr
-
-    fc_keys = [k for k in sd if k.endswith("classifier.weight")]
-    num_classes = int(sd[fc_keys[0]].shape[0]) if fc_keys else 1
-    with prints_to_log(logging.DEBUG):
-        model = tr.models.build_model(cfg.model.name, num_classes, loss=cfg.loss.name, pretrained=False,
-                                      use_gpu=False)
-    report = load_torchreid_pretrained(model, weights)
-    missing = [k for k in report.missing if "classifier" not in k]
-    if missing:
-        raise WeightLoadError(
-            f"'{weights}' does not hold the whole {cfg.model.name} model: {len(missing)} tensors missing "
-            f"(e.g. {missing[:5]}); is it a checkpoint of this architecture (model.name)?")
-    return model.eval(), False
-
-
-@contextlib.contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    """Silence one logger below ERROR for the duration."""
-    log = logging.getLogger(name)
-    old = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(old)
+    register()
+    family = family_for(cfg)
+    return family.build_inference_model(cfg, weights).eval(), isinstance(family, PluginFamily)
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -241,8 +200,6 @@ def list_images(source: str | os.PathLike) -> list[str]:
 
 def _to_pil(item: Any, index: int) -> Image.Image:
     """One input image as an RGB PIL image (see :class:`FeatureExtractor` for the accepted forms)."""
-    from dcac_plugin.data.reader import read_image, to_rgb
-
     if isinstance(item, (str, os.PathLike)):
         return read_image(item)
     if isinstance(item, Image.Image):
@@ -288,8 +245,6 @@ class _ImageSet(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[int, Any]:
-        from dcac_plugin.data.reader import CorruptImageError
-
         try:
             return i, self.transform(_to_pil(self.items[i], i))
         except (CorruptImageError, FileNotFoundError) as exc:
@@ -339,34 +294,25 @@ class FeatureExtractor:
 
     def __init__(self, cfg: CfgNode, weights: str | os.PathLike, *, device: str | torch.device | None = None,
                  batch_size: int = 64, amp: str = "off", workers: int = 0) -> None:
-        from dcac_plugin.data.manager import eval_transform
-        from dcac_plugin.engine.build import plugin_model_name
-
-        if amp not in ("off", "fp16", "bf16"):
-            raise ValueError(f"amp must be off, fp16 or bf16; got {amp!r}")
+        check_inference_amp(amp)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.cfg = cfg
         self.weights = Path(weights)
         self.device = _resolve_device(device)
-        if amp == "fp16" and self.device.type != "cuda":
-            raise ValueError("amp fp16 needs CUDA; use bf16 on CPU, or off")
-        self.amp = amp
+        self.amp = check_inference_amp(amp, self.device)
         self.batch_size = int(batch_size)
         self.workers = int(workers)
-        self.model, self.is_plugin = build_inference_model(cfg, self.weights)
+        register()
+        self.family = family_for(cfg)
+        self.model = self.family.build_inference_model(cfg, self.weights).eval()
         self.model.to(self.device)
-        self.model_name = plugin_model_name(cfg)
-        self.transform = eval_transform(cfg, plugin=self.is_plugin)
+        self.model_name = self.family.model_name(cfg)
+        self.transform = self.family.eval_transform(cfg)
         self.normalize = bool(cfg.test.normalize_feature)
         self.metric = str(cfg.test.dist_metric)
         self.image_size = (int(cfg.data.height), int(cfg.data.width))
-        if self.is_plugin:
-            self.pixel_mean, self.pixel_std = list(cfg.dcac.pixel_mean), list(cfg.dcac.pixel_std)
-            self.interpolation = str(cfg.data.test_interpolation)
-        else:
-            self.pixel_mean, self.pixel_std = list(cfg.data.norm_mean), list(cfg.data.norm_std)
-            self.interpolation = "bilinear"
+        self.pixel_mean, self.pixel_std, self.interpolation = self.family.preprocessing(cfg)
         encoder = getattr(self.model, "encoder", None)
         self.uses_sie = getattr(encoder, "cam_emb", None) is not None
         self.feature_dim = int(self._forward(torch.zeros(1, 3, *self.image_size, device=self.device),
@@ -375,6 +321,11 @@ class FeatureExtractor:
         logger.info("feature extractor: %s from %s on %s (feature %d, %s %dx%d, L2 %s)", self.model_name,
                     self.weights, self.device, self.feature_dim, self.interpolation, *self.image_size,
                     "on" if self.normalize else "off")
+
+    @property
+    def is_plugin(self) -> bool:
+        """One of the plugin's models (legacy; :attr:`family` says which family)."""
+        return isinstance(self.family, PluginFamily)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -468,9 +419,6 @@ class FeatureExtractor:
 
     def metadata(self) -> dict[str, Any]:
         """What produced the features: model, weights, preprocessing, normalisation, metric, the config (yaml)."""
-        import dcac_plugin
-        from dcac_plugin.config import config_hash
-
         return {
             "model": self.model_name,
             "weights": str(self.weights.resolve()),
@@ -485,7 +433,7 @@ class FeatureExtractor:
             "dist_metric": self.metric,
             "amp": self.amp,
             "device": str(self.device),
-            "dcac_plugin_version": dcac_plugin.__version__,
+            "dcac_plugin_version": __version__,
             "config": self.cfg.dump(),
         }
 
@@ -503,8 +451,6 @@ def save_features(path: str | os.PathLike, features: torch.Tensor | np.ndarray, 
     ``metadata`` (a JSON string). ``.safetensors``: tensor ``features``; the file's string metadata
     holds ``paths``, ``skipped`` and ``metadata`` as JSON. Both read back with :func:`load_features`.
     """
-    from dcac_plugin.utils.io import atomic_open
-
     out = Path(path)
     feats = np.ascontiguousarray(np.asarray(features, dtype=np.float32))
     if feats.ndim != 2 or feats.shape[0] != len(paths):
@@ -516,9 +462,7 @@ def save_features(path: str | os.PathLike, features: torch.Tensor | np.ndarray, 
             np.savez(f, features=feats, paths=np.asarray(list(paths), dtype=str),
                      skipped=np.asarray(skipped, dtype=str), metadata=np.asarray(meta))
     elif out.suffix == ".safetensors":
-        from safetensors.torch import save
-
-        blob = save({"features": torch.from_numpy(feats)},
+        blob = save_safetensors({"features": torch.from_numpy(feats)},
                     metadata={"paths": json.dumps(list(paths)), "skipped": json.dumps(skipped), "metadata": meta})
         with atomic_open(out, "wb") as f:
             f.write(blob)
@@ -560,8 +504,6 @@ def _read_features(p: Path) -> tuple[np.ndarray, list[str], dict[str, Any], list
             return (z["features"], [str(x) for x in z["paths"]], json.loads(str(z["metadata"])),
                     [str(x) for x in z["skipped"]])
     if p.suffix == ".safetensors":
-        from safetensors import safe_open
-
         with safe_open(str(p), framework="numpy") as f:
             meta = f.metadata() or {}
             feats = f.get_tensor("features")

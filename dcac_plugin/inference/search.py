@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dcac_plugin.evaluation import SparseReranker, compute_distance_chunk
+from dcac_plugin.evaluation.features import iter_distance_blocks
+from dcac_plugin.protocols import TORCHREID_RERANK, RerankParams
 
 __all__ = ["distance_blocks", "search_topk"]
 
@@ -24,9 +25,13 @@ _CHUNK_ELEMS = 1 << 24  # distances per block (64 MB of float32)
 
 
 def distance_blocks(qf: torch.Tensor, gf: torch.Tensor, metric: str = "euclidean", normalize: bool = False,
-                    rerank: bool = False, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+                    rerank: bool = False, k1: int = TORCHREID_RERANK.k1, k2: int = TORCHREID_RERANK.k2,
+                    lambda_value: float = TORCHREID_RERANK.lambda_value,
                     chunk_size: int | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Query-row blocks ``(a, b, dist [b - a, G])`` of the evaluator's query-gallery distances.
+    """Query-row blocks ``(a, b, dist [b - a, G])`` of the evaluator's query-gallery distances, on CPU.
+
+    The blocks come from :func:`dcac_plugin.evaluation.features.iter_distance_blocks`, the
+    evaluator's own generator; this adds the checks and the CPU placement search needs.
 
     Args:
         qf: ``[Q, D]`` query features. gf: ``[G, D]`` gallery features.
@@ -44,17 +49,9 @@ def distance_blocks(qf: torch.Tensor, gf: torch.Tensor, metric: str = "euclidean
         q, g = F.normalize(q, p=2, dim=1), F.normalize(g, p=2, dim=1)
     num_q, num_g = q.shape[0], g.shape[0]
     step = chunk_size or max(1, _CHUNK_ELEMS // max(num_g, 1))
-    if rerank:
-        rr = SparseReranker.from_features(q, g, k1=k1, k2=k2, lambda_value=lambda_value, metric=metric,
-                                          chunk_size=None, device=torch.device("cpu"))
-        for a in range(0, num_q, step):
-            b = min(num_q, a + step)
-            yield a, b, rr.final_block(a, b).float()
-        return
-    gn = g.pow(2).sum(1) if metric == "euclidean" else None
-    for a in range(0, num_q, step):
-        b = min(num_q, a + step)
-        yield a, b, compute_distance_chunk(q[a:b], g, metric, gn)
+    chunks = [(a, min(num_q, a + step)) for a in range(0, num_q, step)]
+    params = RerankParams(k1, k2, lambda_value) if rerank else None
+    yield from iter_distance_blocks(q, g, chunks, metric, params, torch.device("cpu"))
 
 
 def search_topk(qf: torch.Tensor, gf: torch.Tensor, topk: int, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:

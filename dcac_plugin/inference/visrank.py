@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from dcac_plugin.data.reader import read_image
+from dcac_plugin.evaluation.hooks import TargetEvaluation
 from dcac_plugin.evaluation.ranking import _chunk_stats, _GalleryIndex
 from dcac_plugin.inference.search import distance_blocks
 from dcac_plugin.utils.files import write_error
@@ -30,7 +32,7 @@ from dcac_plugin.utils.io import atomic_open, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RankedLists", "draw_ranked_list", "ranked_lists", "select_queries", "write_visrank"]
+__all__ = ["RankedLists", "VisrankHook", "draw_ranked_list", "ranked_lists", "select_queries", "write_visrank"]
 
 GREEN = (0, 200, 0)
 RED = (220, 0, 0)
@@ -128,8 +130,6 @@ def _font() -> ImageFont.ImageFont:
 
 def _cell(path: str, size: tuple[int, int], colour: tuple[int, int, int], caption: str) -> Image.Image:
     h, w = size
-    from dcac_plugin.data.reader import read_image
-
     img = read_image(path).resize((w, h), Image.BILINEAR)
     cell = Image.new("RGB", (w + 2 * BORDER, h + 2 * BORDER + CAPTION), (255, 255, 255))
     ImageDraw.Draw(cell).rectangle([0, 0, w + 2 * BORDER - 1, h + 2 * BORDER - 1], fill=colour)
@@ -230,3 +230,25 @@ the evaluation protocol does. AP in percent as the evaluator computes it.</p>
     atomic_write_text(page, index)
     logger.info("ranked lists of %d queries written to %s", len(rows), out)
     return index
+
+
+@dataclass(frozen=True)
+class VisrankHook:
+    """Evaluation hook (:class:`dcac_plugin.evaluation.hooks.EvalHook`): every query's ranked list
+    (``topk`` gallery images) as a picture, and an ``index.html``, under
+    ``<save_dir>/visrank/<target>/``, with the distances the evaluator ranked (``test.visrank``).
+
+    ``engine.setup(..., eval_hooks=[VisrankHook(10)])``.
+    """
+
+    topk: int
+
+    def __call__(self, evaluation: TargetEvaluation) -> Path:
+        """Draw the target's ranked lists; returns the ``index.html`` path."""
+        ev = evaluation
+        dist_kw = ev.distance_kwargs()
+        ranked = ranked_lists(ev.qf, ev.gf, ev.q_pids, ev.g_pids, ev.q_camids, ev.g_camids, self.topk, **dist_kw)
+        summary = {"target": ev.target, "epoch": ev.epoch, **{k: f"{v:.1f}" for k, v in ev.metrics.items()},
+                   **dist_kw}
+        return write_visrank(ev.save_dir / "visrank" / ev.target, ranked, ev.query, ev.gallery,
+                             range(len(ev.query)), title=f"ranked lists: {ev.target}", summary=summary)

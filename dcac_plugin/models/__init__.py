@@ -8,7 +8,8 @@ Plugin names (:data:`PLUGIN_MODELS`):
 * ``clip_reid_vit_b16`` / ``clip_reid_tiny``: the paper's baseline — the same encoder, no diffusion
   branch built at all.
 
-Builders take explicit keyword arguments (see :func:`dcac_plugin.models.dcac.build_dcac`).
+Builders take explicit keyword arguments (see :func:`dcac_plugin.models.dcac.build_dcac`; grouped:
+:func:`~dcac_plugin.models.dcac.build_dcac_from_options`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,18 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
-from dcac_plugin.models.dcac import DCAC, build_dcac
+from dcac_plugin._torchreid import model_factory, tr
+from dcac_plugin.models.dcac import (
+    DCAC,
+    ConditionOptions,
+    DiffusionOptions,
+    EncoderOptions,
+    build_dcac,
+    build_dcac_from_options,
+)
 from dcac_plugin.models.weights import WeightLoadError, load_torchreid_pretrained
 
 logger = logging.getLogger(__name__)
@@ -26,8 +36,12 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DCAC",
     "PLUGIN_MODELS",
+    "ConditionOptions",
+    "DiffusionOptions",
+    "EncoderOptions",
     "WeightLoadError",
     "build_dcac",
+    "build_dcac_from_options",
     "build_model",
     "clip_reid_tiny",
     "clip_reid_vit_b16",
@@ -67,17 +81,7 @@ def clip_reid_tiny(num_classes: int, **kwargs: Any) -> DCAC:
 #: Encoder keyword arguments of :func:`build_dcac`. The baseline builders accept the diffusion-only
 #: ones too (so one config section builds DCAC and its baseline) and drop them with an INFO log;
 #: unknown names still raise ``TypeError``.
-_ENCODER_KWARGS = {
-    "vision",
-    "clip_weights",
-    "image_size",
-    "stride",
-    "freeze_patch_proj",
-    "num_cams",
-    "sie_coef",
-    "bnneck_momentum",
-    "grad_checkpointing",
-}
+_ENCODER_KWARGS = {f.name for f in fields(EncoderOptions)} | {"grad_checkpointing"}
 _DIFFUSION_ONLY_KWARGS = set(inspect.signature(build_dcac).parameters) - _ENCODER_KWARGS - {"num_classes"}
 
 
@@ -129,8 +133,6 @@ def build_model(name: str, num_classes: int, **kwargs: Any):
     """
     if name in PLUGIN_MODELS:
         return PLUGIN_MODELS[name](num_classes, **_plugin_kwargs(kwargs))
-    from dcac_plugin._torchreid import tr
-
     unknown = set(kwargs) - {"loss", "use_gpu", "pretrained"}
     if unknown:
         raise ValueError(
@@ -171,8 +173,6 @@ def register_models() -> None:
     """Add the plugin names to torchreid's model factory (signature num_classes, loss, pretrained,
     use_gpu). Idempotent. Note: in train mode plugin models return a dict (see :class:`DCAC`), so they
     train with the plugin engine, not torchreid's softmax/triplet engines."""
-    from dcac_plugin._torchreid import model_factory
-
     factory = model_factory()
     for name, builder in PLUGIN_MODELS.items():
         existing = factory.get(name)

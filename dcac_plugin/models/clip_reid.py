@@ -13,9 +13,11 @@ import torch
 import torch.nn as nn
 from open_clip.transformer import LayerNorm, QuickGELU, VisionTransformer
 
+from dcac_plugin.models.weights import load_clip_into_visual, load_clip_visual_state_dict
+from dcac_plugin.shipped import RESOURCES
+
 logger = logging.getLogger(__name__)
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
 #: OpenAI CLIP ViT-B/16 image tower (open_clip "ViT-B-16-quickgelu"); image size is set by the builder.
 VIT_B16_CONFIG: dict[str, Any] = {
@@ -80,6 +82,27 @@ def build_visual_tower(
     vc = dict(cfg["vision_cfg"])
     patch = int(vc.get("patch_size", 16))
     h, w = (int(image_size[0]), int(image_size[1]))
+    width = _check_tower_geometry(vc, image_size, patch, stride)
+    visual = VisionTransformer(
+        image_size=(h, w),
+        patch_size=patch,
+        width=width,
+        layers=int(vc.get("layers", 12)),
+        heads=width // int(vc.get("head_width", 64)),
+        mlp_ratio=float(vc.get("mlp_ratio", 4.0)),
+        ls_init_value=vc.get("ls_init_value"),
+        output_dim=int(cfg["embed_dim"]),
+        act_layer=QuickGELU if cfg.get("quick_gelu", True) else nn.GELU,
+        norm_layer=LayerNorm,
+    )
+    if stride != patch:
+        _overlap_patches(visual, (h, w), patch, stride, width)
+    return visual
+
+
+def _check_tower_geometry(vc: dict[str, Any], image_size: tuple[int, int], patch: int, stride: int) -> int:
+    """ValueError unless the stride, input size and head width fit; the tower's width."""
+    h, w = (int(image_size[0]), int(image_size[1]))
     if stride <= 0 or stride > patch:
         raise ValueError(f"stride must be in [1, patch_size={patch}], got {stride}")
     if (h - patch) % stride or (w - patch) % stride:
@@ -88,24 +111,16 @@ def build_visual_tower(
     head_width = int(vc.get("head_width", 64))
     if width % head_width:
         raise ValueError(f"vision width {width} must be a multiple of head_width {head_width}")
-    visual = VisionTransformer(
-        image_size=(h, w),
-        patch_size=patch,
-        width=width,
-        layers=int(vc.get("layers", 12)),
-        heads=width // head_width,
-        mlp_ratio=float(vc.get("mlp_ratio", 4.0)),
-        ls_init_value=vc.get("ls_init_value"),
-        output_dim=int(cfg["embed_dim"]),
-        act_layer=QuickGELU if cfg.get("quick_gelu", True) else nn.GELU,
-        norm_layer=LayerNorm,
-    )
-    if stride != patch:
-        grid = ((h - patch) // stride + 1, (w - patch) // stride + 1)
-        visual.conv1 = nn.Conv2d(3, width, kernel_size=patch, stride=stride, bias=False)
-        visual.grid_size = grid
-        visual.positional_embedding = nn.Parameter(width**-0.5 * torch.randn(grid[0] * grid[1] + 1, width))
-    return visual
+    return width
+
+
+def _overlap_patches(visual: VisionTransformer, hw: tuple[int, int], patch: int, stride: int, width: int) -> None:
+    """Replace the patch conv and the positional table for overlapping patches (``stride`` < ``patch``)."""
+    h, w = hw
+    grid = ((h - patch) // stride + 1, (w - patch) // stride + 1)
+    visual.conv1 = nn.Conv2d(3, width, kernel_size=patch, stride=stride, bias=False)
+    visual.grid_size = grid
+    visual.positional_embedding = nn.Parameter(width**-0.5 * torch.randn(grid[0] * grid[1] + 1, width))
 
 
 class CLIPReIDEncoder(nn.Module):
@@ -219,8 +234,6 @@ def build_clip_reid_encoder(
         image_size, stride, freeze_patch_proj, num_cams, sie_coef, bnneck_momentum: see
             :class:`CLIPReIDEncoder` and :func:`build_visual_tower`.
     """
-    from dcac_plugin.models.weights import load_clip_into_visual, load_clip_visual_state_dict
-
     visual = build_visual_tower(vision, image_size=image_size, stride=stride)
     if clip_weights:
         load_clip_into_visual(visual, load_clip_visual_state_dict(clip_weights), source=str(clip_weights))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -229,6 +230,51 @@ class DCAC(nn.Module):
         return out
 
 
+@dataclass(frozen=True)
+class EncoderOptions:
+    """Encoder arguments of :func:`build_dcac` (see :func:`build_clip_reid_encoder`)."""
+
+    vision: str | os.PathLike | dict = "ViT-B-16"
+    clip_weights: str | os.PathLike = ""
+    image_size: Sequence[int] = (256, 128)
+    stride: int = 16
+    freeze_patch_proj: bool = True
+    num_cams: int = 0
+    sie_coef: float = 1.0
+    bnneck_momentum: float = 0.19
+
+
+@dataclass(frozen=True)
+class DiffusionOptions:
+    """Diffusion-branch arguments of :func:`build_dcac` (see :func:`build_diffusion_branch`), plus the
+    side of the square VAE view."""
+
+    unet: str | os.PathLike | dict = "sd15"
+    vae: str | os.PathLike | dict = "sd15"
+    sd_weights: str | os.PathLike = ""
+    sd_use_ema: bool = False
+    lora_rank: int = 8
+    lora_alpha: float = 1.0
+    lora_targets: Sequence[str] = DEFAULT_LORA_TARGETS
+    qkv_random_bias: bool = False
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    vae_image_size: int = 128
+
+
+@dataclass(frozen=True)
+class ConditionOptions:
+    """Condition arguments of :func:`build_dcac` (see :class:`CorrelationAwareCondition`)."""
+
+    prob_type: str = "fc"
+    tau: float = 1.0
+    bottleneck: str = "embedding"
+    prompt_init_std: float = 1.0
+    hard_label: bool = False
+    memory_temperature: float = 0.01
+
+
 def build_dcac(
     num_classes: int,
     vision: str | os.PathLike | dict = "ViT-B-16",
@@ -264,7 +310,7 @@ def build_dcac(
 
     Defaults are the paper's (docs/METHOD.md §10). ``feat_dim`` comes from the vision config's ``embed_dim``,
     the prompt dim from the UNet's ``cross_attention_dim``. Nothing is downloaded: empty weight paths
-    give a random init with a WARNING.
+    give a random init with a WARNING. The flat keyword form of :func:`build_dcac_from_options`.
 
     Args:
         num_classes: N training identities.
@@ -279,63 +325,120 @@ def build_dcac(
             ``len(down_blocks) - 1`` times.
         grad_checkpointing: activation checkpointing in the ViT and the UNet.
     """
+    encoder = EncoderOptions(
+        vision=vision, clip_weights=clip_weights, image_size=image_size, stride=stride,
+        freeze_patch_proj=freeze_patch_proj, num_cams=num_cams, sie_coef=sie_coef, bnneck_momentum=bnneck_momentum,
+    )
+    branch = DiffusionOptions(
+        unet=unet, vae=vae, sd_weights=sd_weights, sd_use_ema=sd_use_ema, lora_rank=lora_rank,
+        lora_alpha=lora_alpha, lora_targets=lora_targets, qkv_random_bias=qkv_random_bias,
+        num_train_timesteps=num_train_timesteps, beta_start=beta_start, beta_end=beta_end,
+        vae_image_size=vae_image_size,
+    )
+    condition = ConditionOptions(
+        prob_type=prob_type, tau=tau, bottleneck=bottleneck, prompt_init_std=prompt_init_std,
+        hard_label=hard_label, memory_temperature=memory_temperature,
+    )
+    return build_dcac_from_options(num_classes, encoder, branch if diffusion else None, condition,
+                                   grad_checkpointing=grad_checkpointing)
+
+
+def build_dcac_from_options(
+    num_classes: int,
+    encoder: EncoderOptions = EncoderOptions(),
+    diffusion: DiffusionOptions | None = DiffusionOptions(),
+    condition: ConditionOptions = ConditionOptions(),
+    grad_checkpointing: bool = False,
+) -> DCAC:
+    """Build DCAC from option groups; ``diffusion=None`` builds the CLIP-ReID baseline (``condition`` unused).
+
+    Args:
+        num_classes: N training identities.
+        encoder: the CLIP-ReID encoder's options.
+        diffusion: the diffusion branch's options, or None for the baseline.
+        condition: the correlation-aware condition's options.
+        grad_checkpointing: activation checkpointing in the ViT and the UNet.
+    """
+    enc = _build_encoder(num_classes, encoder, grad_checkpointing)
+    if diffusion is None:
+        model = DCAC(enc)
+    else:
+        branch = _build_branch(diffusion, grad_checkpointing)
+        _check_vae_image_size(diffusion.vae_image_size, branch)
+        cond = _build_condition(num_classes, condition, context_dim=branch.context_dim, feat_dim=enc.feat_dim)
+        model = DCAC(enc, cond, branch, vae_image_size=diffusion.vae_image_size)
+    _log_built(model, num_classes)
+    return model
+
+
+def _build_encoder(num_classes: int, opts: EncoderOptions, grad_checkpointing: bool) -> CLIPReIDEncoder:
     encoder = build_clip_reid_encoder(
         num_classes,
-        vision=vision,
-        clip_weights=clip_weights,
-        image_size=tuple(image_size),
-        stride=stride,
-        freeze_patch_proj=freeze_patch_proj,
-        num_cams=num_cams,
-        sie_coef=sie_coef,
-        bnneck_momentum=bnneck_momentum,
+        vision=opts.vision,
+        clip_weights=opts.clip_weights,
+        image_size=tuple(opts.image_size),
+        stride=opts.stride,
+        freeze_patch_proj=opts.freeze_patch_proj,
+        num_cams=opts.num_cams,
+        sie_coef=opts.sie_coef,
+        bnneck_momentum=opts.bnneck_momentum,
     )
     if grad_checkpointing:
         encoder.set_grad_checkpointing(True)
-    if not diffusion:
-        model = DCAC(encoder)
-    else:
-        branch = build_diffusion_branch(
-            unet=unet,
-            vae=vae,
-            sd_weights=sd_weights,
-            sd_use_ema=sd_use_ema,
-            lora_rank=lora_rank,
-            lora_alpha=lora_alpha,
-            lora_targets=lora_targets,
-            qkv_random_bias=qkv_random_bias,
-            num_train_timesteps=num_train_timesteps,
-            beta_start=beta_start,
-            beta_end=beta_end,
-            grad_checkpointing=grad_checkpointing,
+    return encoder
+
+
+def _build_branch(opts: DiffusionOptions, grad_checkpointing: bool) -> DiffusionBranch:
+    return build_diffusion_branch(
+        unet=opts.unet,
+        vae=opts.vae,
+        sd_weights=opts.sd_weights,
+        sd_use_ema=opts.sd_use_ema,
+        lora_rank=opts.lora_rank,
+        lora_alpha=opts.lora_alpha,
+        lora_targets=opts.lora_targets,
+        qkv_random_bias=opts.qkv_random_bias,
+        num_train_timesteps=opts.num_train_timesteps,
+        beta_start=opts.beta_start,
+        beta_end=opts.beta_end,
+        grad_checkpointing=grad_checkpointing,
+    )
+
+
+def _check_vae_image_size(vae_image_size: int, branch: DiffusionBranch) -> None:
+    """The VAE view must give a latent that the UNet can halve ``levels - 1`` times."""
+    levels = len(branch.unet.config.block_out_channels)
+    latent = vae_image_size // branch.vae_downsample
+    if vae_image_size % branch.vae_downsample or latent % (2 ** (levels - 1)):
+        raise ValueError(
+            f"vae_image_size={vae_image_size} gives a latent of {vae_image_size / branch.vae_downsample} "
+            f"that the UNet ({levels} levels) cannot downsample; use a multiple of "
+            f"{branch.vae_downsample * 2 ** (levels - 1)}"
         )
-        levels = len(branch.unet.config.block_out_channels)
-        latent = vae_image_size // branch.vae_downsample
-        if vae_image_size % branch.vae_downsample or latent % (2 ** (levels - 1)):
-            raise ValueError(
-                f"vae_image_size={vae_image_size} gives a latent of {vae_image_size / branch.vae_downsample} "
-                f"that the UNet ({levels} levels) cannot downsample; use a multiple of "
-                f"{branch.vae_downsample * 2 ** (levels - 1)}"
-            )
-        condition = CorrelationAwareCondition(
-            num_classes,
-            context_dim=branch.context_dim,
-            feat_dim=encoder.feat_dim,
-            prob_type=prob_type,
-            tau=tau,
-            bottleneck=bottleneck,
-            init_std=prompt_init_std,
-            hard_label=hard_label,
-            memory_temperature=memory_temperature,
-        )
-        model = DCAC(encoder, condition, branch, vae_image_size=vae_image_size)
+
+
+def _build_condition(num_classes: int, opts: ConditionOptions, context_dim: int,
+                     feat_dim: int) -> CorrelationAwareCondition:
+    return CorrelationAwareCondition(
+        num_classes,
+        context_dim=context_dim,
+        feat_dim=feat_dim,
+        prob_type=opts.prob_type,
+        tau=opts.tau,
+        bottleneck=opts.bottleneck,
+        init_std=opts.prompt_init_std,
+        hard_label=opts.hard_label,
+        memory_temperature=opts.memory_temperature,
+    )
+
+
+def _log_built(model: DCAC, num_classes: int) -> None:
     counts = model.parameter_summary()
     logger.info(
         "built %s: N=%d, params total %s, trainable %s (%s)",
-        "DCAC" if diffusion else "CLIP-ReID baseline",
+        "DCAC" if model.has_diffusion else "CLIP-ReID baseline",
         num_classes,
         f"{counts['total']:,}",
         f"{counts['trainable']:,}",
         ", ".join(f"{k} {v:,}" for k, v in counts.items() if k not in ("total", "trainable")),
     )
-    return model

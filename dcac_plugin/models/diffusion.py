@@ -14,9 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-logger = logging.getLogger(__name__)
+from dcac_plugin.models.weights import load_sd_weights
+from dcac_plugin.shipped import RESOURCES
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+logger = logging.getLogger(__name__)
 
 #: LoRA targets of the original (docs/METHOD.md §4.5): q/k/v/out of both attentions + the GEGLU input projection.
 DEFAULT_LORA_TARGETS: tuple[str, ...] = (
@@ -58,7 +59,7 @@ def resolve_diffusers_config(spec: str | os.PathLike | dict, component: str) -> 
 
 def build_unet(spec: str | os.PathLike | dict = "sd15") -> nn.Module:
     """diffusers ``UNet2DConditionModel`` from a local config (random init)."""
-    from diffusers import UNet2DConditionModel
+    from diffusers import UNet2DConditionModel  # heavy (2-4 s): only the diffusion branch needs diffusers
 
     cfg = resolve_diffusers_config(spec, "unet")
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
@@ -67,7 +68,7 @@ def build_unet(spec: str | os.PathLike | dict = "sd15") -> nn.Module:
 
 def build_vae(spec: str | os.PathLike | dict = "sd15") -> nn.Module:
     """diffusers ``AutoencoderKL`` from a local config (random init)."""
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # heavy (2-4 s): only the diffusion branch needs diffusers
 
     cfg = resolve_diffusers_config(spec, "vae")
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
@@ -88,7 +89,7 @@ def add_lora(
     Returns:
         Number of LoRA parameters added.
     """
-    from peft import LoraConfig
+    from peft import LoraConfig  # heavy (~4 s, pulls transformers + accelerate): only LoRA fine-tuning needs it
 
     if rank <= 0:
         raise ValueError(f"lora_rank must be positive, got {rank}")
@@ -310,8 +311,6 @@ def build_diffusion_branch(
     Order: build → load base weights (``sd_weights``: LDM single file or diffusers folder; '' → random,
     WARNING) → optional random q/k/v biases → LoRA.
     """
-    from dcac_plugin.models.weights import load_sd_weights
-
     u = build_unet(unet)
     v = build_vae(vae)
     if sd_weights:

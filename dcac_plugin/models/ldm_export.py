@@ -45,44 +45,48 @@ def unet_diffusers_to_ldm(state_dict: dict[str, torch.Tensor], config: Any) -> d
     for k, v in state_dict.items():
         if "lora_" in k or ".base_layer." in k:
             raise ValueError(f"unet_diffusers_to_ldm expects base weights only, got {k!r}")
-        m = re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", k)
-        if m:
-            i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
-            idx = (lpb + 1) * i + j + 1
-            new = (
-                f"input_blocks.{idx}.0.{_resnet(rest, _UNET_RESNET)}"
-                if kind == "resnets"
-                else (f"input_blocks.{idx}.1.{rest}")
-            )
-        elif m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", k):
-            new = f"input_blocks.{(lpb + 1) * (int(m[1]) + 1)}.0.op.{m[2]}"
-        elif m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", k):
-            i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
-            idx = (lpb + 1) * i + j
-            new = (
-                f"output_blocks.{idx}.0.{_resnet(rest, _UNET_RESNET)}"
-                if kind == "resnets"
-                else (f"output_blocks.{idx}.1.{rest}")
-            )
-        elif m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", k):
-            i = int(m[1])
-            new = f"output_blocks.{(lpb + 1) * i + lpb}.{2 if up_attn[i] else 1}.conv.{m[2]}"
-        elif m := re.match(r"mid_block\.resnets\.(\d+)\.(.+)", k):
-            new = f"middle_block.{2 * int(m[1])}.{_resnet(m[2], _UNET_RESNET)}"
-        elif m := re.match(r"mid_block\.attentions\.0\.(.+)", k):
-            new = f"middle_block.1.{m[1]}"
-        elif m := re.match(r"time_embedding\.linear_([12])\.(.+)", k):
-            new = f"time_embed.{0 if m[1] == '1' else 2}.{m[2]}"
-        elif m := re.match(r"conv_in\.(.+)", k):
-            new = f"input_blocks.0.0.{m[1]}"
-        elif m := re.match(r"conv_norm_out\.(.+)", k):
-            new = f"out.0.{m[1]}"
-        elif m := re.match(r"conv_out\.(.+)", k):
-            new = f"out.2.{m[1]}"
-        else:
+        new = _unet_block_name(k, lpb, up_attn) or _unet_outer_name(k)
+        if new is None:
             raise ValueError(f"no LDM name for UNet key {k!r}")
         out["model.diffusion_model." + new] = v
     return out
+
+
+def _unet_block_name(k: str, lpb: int, up_attn: list[bool]) -> str | None:
+    """LDM name of a down/up block key (``input_blocks.*`` / ``output_blocks.*``); None for other keys."""
+    if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", k):
+        i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        idx = (lpb + 1) * i + j + 1
+        return f"input_blocks.{idx}.0.{_resnet(rest, _UNET_RESNET)}" if kind == "resnets" else \
+            f"input_blocks.{idx}.1.{rest}"
+    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", k):
+        return f"input_blocks.{(lpb + 1) * (int(m[1]) + 1)}.0.op.{m[2]}"
+    if m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", k):
+        i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        idx = (lpb + 1) * i + j
+        return f"output_blocks.{idx}.0.{_resnet(rest, _UNET_RESNET)}" if kind == "resnets" else \
+            f"output_blocks.{idx}.1.{rest}"
+    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", k):
+        i = int(m[1])
+        return f"output_blocks.{(lpb + 1) * i + lpb}.{2 if up_attn[i] else 1}.conv.{m[2]}"
+    return None
+
+
+def _unet_outer_name(k: str) -> str | None:
+    """LDM name of a mid-block, time-embedding or in/out conv key; None for other keys."""
+    if m := re.match(r"mid_block\.resnets\.(\d+)\.(.+)", k):
+        return f"middle_block.{2 * int(m[1])}.{_resnet(m[2], _UNET_RESNET)}"
+    if m := re.match(r"mid_block\.attentions\.0\.(.+)", k):
+        return f"middle_block.1.{m[1]}"
+    if m := re.match(r"time_embedding\.linear_([12])\.(.+)", k):
+        return f"time_embed.{0 if m[1] == '1' else 2}.{m[2]}"
+    if m := re.match(r"conv_in\.(.+)", k):
+        return f"input_blocks.0.0.{m[1]}"
+    if m := re.match(r"conv_norm_out\.(.+)", k):
+        return f"out.0.{m[1]}"
+    if m := re.match(r"conv_out\.(.+)", k):
+        return f"out.2.{m[1]}"
+    return None
 
 
 def vae_diffusers_to_ldm(state_dict: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ release); alternatively convert it once to a plain state dict / safetensors file
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -24,6 +25,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from dcac_plugin._torchreid import torchreid_checkpoint_globals
+from dcac_plugin.shipped import RESOURCES
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +91,7 @@ def resolve_weight_path(path: str | os.PathLike) -> str:
     p = str(path)
     if not p or Path(p).expanduser().exists() or not p.replace(os.sep, "/").startswith(PACKAGE_PREFIX):
         return p
-    shipped = Path(__file__).resolve().parent.parent / "resources" / p.replace(os.sep, "/")[len(PACKAGE_PREFIX):]
+    shipped = RESOURCES / p.replace(os.sep, "/")[len(PACKAGE_PREFIX):]
     return str(shipped) if shipped.exists() else p
 
 
@@ -120,8 +125,6 @@ def diagnose_weight_file(path: str | os.PathLike) -> str | None:
     a Git LFS pointer, a truncated zip archive (``torch.save`` files are zips whose index is at
     the end) and a truncated safetensors file. Each answer is one line: the cause, then the fix.
     """
-    import json
-
     p = Path(path)
     size = p.stat().st_size
     if size == 0:
@@ -178,6 +181,21 @@ def read_state_dict(path: str | os.PathLike, what: str = "weights", mmap: bool =
             tensors), torch's reason and a one-line conversion to safetensors.
     """
     p = _check_file(path, what)
+    head = _diagnosed_head(p, what)
+    if p.suffix == ".safetensors" or _safetensors_header(head, 0) is not None:
+        return _read_safetensors(p, what)
+    is_zip = zipfile.is_zipfile(p)
+    extra = {"mmap": True} if mmap and is_zip else {}
+    try:
+        # weights_only, plus the numpy scalar types torchreid pickles into its own checkpoints
+        with torchreid_checkpoint_globals():
+            return torch.load(str(p), map_location="cpu", weights_only=True, **extra)
+    except Exception as e:  # noqa: BLE001 - re-raised with context
+        raise _torch_load_error(p, what, e, is_zip, head) from (e if _refused(e, is_zip, head) else None)
+
+
+def _diagnosed_head(p: Path, what: str) -> bytes:
+    """The file's first 16 bytes, after :func:`diagnose_weight_file` found nothing wrong with it."""
     try:
         problem = diagnose_weight_file(p)
         with open(p, "rb") as f:
@@ -186,43 +204,43 @@ def read_state_dict(path: str | os.PathLike, what: str = "weights", mmap: bool =
         raise WeightLoadError(f"cannot read {what} file '{p}': {e}") from None
     if problem:
         raise WeightLoadError(f"{what} file {problem}")
-    if p.suffix == ".safetensors" or _safetensors_header(head, 0) is not None:
-        from safetensors.torch import load_file
+    return head
 
-        try:
-            return load_file(str(p), device="cpu")
-        except Exception as e:  # noqa: BLE001 - re-raised with context
-            raise WeightLoadError(f"cannot read safetensors {what} file '{p}' ({e}): the file is damaged; "
-                                  f"{_AGAIN}") from None
-    from dcac_plugin._torchreid import torchreid_checkpoint_globals
 
-    is_zip = zipfile.is_zipfile(p)
-    extra = {"mmap": True} if mmap and is_zip else {}
+def _read_safetensors(p: Path, what: str) -> dict[str, torch.Tensor]:
     try:
-        # weights_only, plus the numpy scalar types torchreid pickles into its own checkpoints
-        with torchreid_checkpoint_globals():
-            return torch.load(str(p), map_location="cpu", weights_only=True, **extra)
+        return load_file(str(p), device="cpu")
     except Exception as e:  # noqa: BLE001 - re-raised with context
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        refused = "Weights only load failed" in str(e) and (is_zip or head[:1] == b"\x80")
-        if not refused:
-            kind = "a torch.save zip archive" if is_zip else (
-                "a legacy torch.save pickle" if head[:1] == b"\x80" else "not a torch.save or safetensors file")
-            truncated = isinstance(e, EOFError) or "EOF" in first or "truncated" in first.lower()
-            cause = "it is truncated" if truncated else "it is damaged or not a weight file"
-            raise WeightLoadError(f"cannot read {what} file '{p}' ({kind}, {p.stat().st_size} bytes; "
-                                  f"{type(e).__name__}: {first}): {cause}; {_AGAIN}") from None
-        out = p.with_suffix(".safetensors")
-        found = re.search(r"WeightsUnpickler error:\s*([^\n]+?\.)(\s|$)", str(e))
-        refusal = found.group(1) if found else first
-        raise WeightLoadError(
-            f"{what} file '{p}' is a complete checkpoint that holds pickled Python objects besides tensors, which "
-            f"torch.load(weights_only=True) refuses ({refusal}). Only if you trust its source (unpickling can "
-            f"run code), convert it once to safetensors and pass '{out}' instead:\n"
-            f"  python -c \"import torch; from safetensors.torch import save_file; "
-            f"sd = torch.load('{p}', map_location='cpu', weights_only=False); sd = sd.get('state_dict', sd); "
-            f"save_file({{k: v.contiguous() for k, v in sd.items() if torch.is_tensor(v)}}, '{out}')\""
-        ) from e
+        raise WeightLoadError(f"cannot read safetensors {what} file '{p}' ({e}): the file is damaged; "
+                              f"{_AGAIN}") from None
+
+
+def _refused(e: Exception, is_zip: bool, head: bytes) -> bool:
+    """True when ``torch.load(weights_only=True)`` refused a complete torch file (rather than failing to read it)."""
+    return "Weights only load failed" in str(e) and (is_zip or head[:1] == b"\x80")
+
+
+def _torch_load_error(p: Path, what: str, e: Exception, is_zip: bool, head: bytes) -> WeightLoadError:
+    """The error for a failed ``torch.load``: truncated / damaged, or refused with a conversion command."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if not _refused(e, is_zip, head):
+        kind = "a torch.save zip archive" if is_zip else (
+            "a legacy torch.save pickle" if head[:1] == b"\x80" else "not a torch.save or safetensors file")
+        truncated = isinstance(e, EOFError) or "EOF" in first or "truncated" in first.lower()
+        cause = "it is truncated" if truncated else "it is damaged or not a weight file"
+        return WeightLoadError(f"cannot read {what} file '{p}' ({kind}, {p.stat().st_size} bytes; "
+                               f"{type(e).__name__}: {first}): {cause}; {_AGAIN}")
+    out = p.with_suffix(".safetensors")
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+?\.)(\s|$)", str(e))
+    refusal = found.group(1) if found else first
+    return WeightLoadError(
+        f"{what} file '{p}' is a complete checkpoint that holds pickled Python objects besides tensors, which "
+        f"torch.load(weights_only=True) refuses ({refusal}). Only if you trust its source (unpickling can "
+        f"run code), convert it once to safetensors and pass '{out}' instead:\n"
+        f"  python -c \"import torch; from safetensors.torch import save_file; "
+        f"sd = torch.load('{p}', map_location='cpu', weights_only=False); sd = sd.get('state_dict', sd); "
+        f"save_file({{k: v.contiguous() for k, v in sd.items() if torch.is_tensor(v)}}, '{out}')\""
+    )
 
 
 def unwrap_state_dict(obj: Any, path: str | os.PathLike = "") -> dict[str, torch.Tensor]:
@@ -359,8 +377,18 @@ def load_clip_into_visual(
     sd = dict(state_dict)
     report = LoadReport(source=str(source))
     target = visual.state_dict()
+    _fit_pos_embed(sd, target["positional_embedding"], visual, source, report)
+    _check_visual_keys(sd, target, source)
+    visual.load_state_dict(sd, strict=True)
+    report.loaded = sorted(target)
+    logger.info("CLIP visual weights: %s", report.summary())
+    return report
+
+
+def _fit_pos_embed(sd: dict[str, torch.Tensor], want: torch.Tensor, visual: nn.Module, source: str,
+                   report: LoadReport) -> None:
+    """Resize ``sd``'s positional embedding to the tower's grid in place (noted in ``report``)."""
     pos = sd.get("positional_embedding")
-    want = target["positional_embedding"]
     if pos is not None and pos.shape != want.shape:
         if pos.shape[1] != want.shape[1]:
             raise WeightLoadError(
@@ -371,6 +399,10 @@ def load_clip_into_visual(
         report.notes.append(
             f"positional_embedding resized {tuple(pos.shape)} -> {tuple(want.shape)} (bilinear)"
         )
+
+
+def _check_visual_keys(sd: dict[str, torch.Tensor], target: dict[str, torch.Tensor], source: str) -> None:
+    """WeightLoadError unless ``sd`` has exactly the tower's keys and shapes."""
     missing = [k for k in target if k not in sd]
     unexpected = [k for k in sd if k not in target]
     bad = [
@@ -384,10 +416,6 @@ def load_clip_into_visual(
             f"unexpected {len(unexpected)}{_fmt_keys(unexpected)}, shape mismatches {bad[:_MAX_LISTED]}. "
             f"Check the vision config (width/layers/patch size) matches the weight file."
         )
-    visual.load_state_dict(sd, strict=True)
-    report.loaded = sorted(target)
-    logger.info("CLIP visual weights: %s", report.summary())
-    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,9 +511,24 @@ def load_sd_single_file(
     Returns:
         ``{"unet": LoadReport, "vae": LoadReport}``.
     """
-    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
-
     p = _check_file(path, "Stable Diffusion single-file checkpoint")
+    ckpt = _read_ldm_checkpoint(p)
+    has_ema = any(k.startswith("model_ema.") for k in ckpt)
+    if use_ema:
+        ckpt = _extract_ema_unet(ckpt, str(p))
+    ckpt = {k: v for k, v in ckpt.items() if not k.startswith("model_ema.")}
+    unet_sd, vae_sd = _convert_ldm(ckpt, unet, vae, p)
+    reports = {
+        "unet": _strict_load_base(unet, unet_sd, "UNet", str(p)),
+        "vae": _strict_load_base(vae, vae_sd, "VAE", str(p)),
+    }
+    logger.info("SD weights from %s: %s; UNet %d tensors, VAE %d tensors", p, _which_unet_weights(use_ema, has_ema),
+                len(reports["unet"].loaded), len(reports["vae"].loaded))
+    return reports
+
+
+def _read_ldm_checkpoint(p: Path) -> dict[str, Any]:
+    """The file's (unwrapped) state dict; WeightLoadError unless it holds both UNet and VAE tensors in LDM layout."""
     ckpt: Any = read_state_dict(p, "Stable Diffusion single-file checkpoint", mmap=True)
     while isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
         ckpt = ckpt["state_dict"]
@@ -499,32 +542,32 @@ def load_sd_single_file(
             f"'{LDM_VAE_PREFIX}*' tensors. For a diffusers-format folder pass the folder (with unet/ "
             f"and vae/) instead."
         )
-    has_ema = any(k.startswith("model_ema.") for k in ckpt)
-    if use_ema:
-        ckpt = _extract_ema_unet(ckpt, str(p))
-    ckpt = {k: v for k, v in ckpt.items() if not k.startswith("model_ema.")}
+    return ckpt
+
+
+def _convert_ldm(ckpt: dict[str, Any], unet: nn.Module, vae: nn.Module,
+                 p: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """diffusers' LDM → diffusers conversion of the UNet and the VAE tensors."""
+    # heavy (diffusers, 2-4 s): only an SD single-file checkpoint needs it; CLIP and re-ID weights load without
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+
     try:
-        unet_sd = convert_ldm_unet_checkpoint(ckpt, unet.config)
-        vae_sd = convert_ldm_vae_checkpoint(ckpt, vae.config)
+        return convert_ldm_unet_checkpoint(ckpt, unet.config), convert_ldm_vae_checkpoint(ckpt, vae.config)
     except KeyError as e:
         raise WeightLoadError(
             f"'{p}': conversion from LDM layout failed, key {e} missing; the checkpoint does not match "
             f"the UNet/VAE config"
         ) from e
-    reports = {
-        "unet": _strict_load_base(unet, unet_sd, "UNet", str(p)),
-        "vae": _strict_load_base(vae, vae_sd, "VAE", str(p)),
-    }
+
+
+def _which_unet_weights(use_ema: bool, has_ema: bool) -> str:
+    """Which UNet weights were loaded, for the log line."""
     if use_ema:
-        which = "EMA UNet weights (model_ema.*; dcac.sd.use_ema True)"
-    elif has_ema:
-        which = ("non-EMA UNet weights (model.diffusion_model.*, as the original DCAC; the file also holds "
-                 "EMA ones, which dcac.sd.use_ema True selects)")
-    else:
-        which = "non-EMA UNet weights (model.diffusion_model.*; the file holds no EMA ones for dcac.sd.use_ema)"
-    logger.info("SD weights from %s: %s; UNet %d tensors, VAE %d tensors", p, which,
-                len(reports["unet"].loaded), len(reports["vae"].loaded))
-    return reports
+        return "EMA UNet weights (model_ema.*; dcac.sd.use_ema True)"
+    if has_ema:
+        return ("non-EMA UNet weights (model.diffusion_model.*, as the original DCAC; the file also holds "
+                "EMA ones, which dcac.sd.use_ema True selects)")
+    return "non-EMA UNet weights (model.diffusion_model.*; the file holds no EMA ones for dcac.sd.use_ema)"
 
 
 def _read_diffusers_component(folder: Path, sub: str) -> dict[str, torch.Tensor]:
@@ -611,6 +654,30 @@ def load_official_dcac_checkpoint(
     sd = unwrap_state_dict(read_state_dict(p, "DCAC checkpoint"), p)
     report = LoadReport(source=str(p))
     target = encoder.state_dict()
+    wanted, fc_rows = _encoder_tensors(sd, target, load_heads, report)
+    _check_encoder_match(p, sd, wanted, target, load_heads, fc_rows)
+    skip = ("fc.",) if not load_heads else ()
+    report.missing = sorted(k for k in target if k not in wanted and not k.startswith(skip))
+    if strict and (report.missing or report.unexpected):
+        raise WeightLoadError(
+            f"'{p}' does not match the encoder: missing {len(report.missing)}{_fmt_keys(report.missing)}, "
+            f"unexpected {len(report.unexpected)}{_fmt_keys(report.unexpected)}. Pass strict=False to load "
+            f"the matching part only."
+        )
+    with torch.no_grad():
+        for k, v in wanted.items():
+            target[k].copy_(v.to(dtype=target[k].dtype))
+    report.loaded = sorted(wanted)
+    if fc_rows is not None:
+        report.notes.append(f"checkpoint classifier has {fc_rows} identities")
+    logger.info("DCAC encoder weights: %s", report.summary())
+    return report
+
+
+def _encoder_tensors(sd: dict[str, torch.Tensor], target: dict[str, torch.Tensor], load_heads: bool,
+                     report: LoadReport) -> tuple[dict[str, torch.Tensor], int | None]:
+    """The checkpoint's ``encoder.*`` tensors the encoder has (named relative to it) and the classifier's
+    row count (None without one); what is skipped goes to ``report.ignored`` / ``report.unexpected``."""
     wanted: dict[str, torch.Tensor] = {}
     fc_rows = None
     for k, v in sd.items():
@@ -627,6 +694,13 @@ def load_official_dcac_checkpoint(
             report.unexpected.append(name)
             continue
         wanted[name] = v
+    return wanted, fc_rows
+
+
+def _check_encoder_match(p: Path, sd: dict[str, torch.Tensor], wanted: dict[str, torch.Tensor],
+                         target: dict[str, torch.Tensor], load_heads: bool, fc_rows: int | None) -> None:
+    """WeightLoadError when the checkpoint is another model's: nothing matches, another input size or
+    classifier size, or other shapes."""
     if not wanted:
         raise WeightLoadError(
             f"'{p}' is a checkpoint of another model: nothing in it matches the DCAC / CLIP-ReID encoder "
@@ -656,22 +730,6 @@ def load_official_dcac_checkpoint(
     if bad:
         raise WeightLoadError(f"'{p}' is a checkpoint of another model size: shape mismatches {bad[:_MAX_LISTED]}; "
                               f"pass the config (model.name, dcac.vision) of the run that wrote it")
-    skip = ("fc.",) if not load_heads else ()
-    report.missing = sorted(k for k in target if k not in wanted and not k.startswith(skip))
-    if strict and (report.missing or report.unexpected):
-        raise WeightLoadError(
-            f"'{p}' does not match the encoder: missing {len(report.missing)}{_fmt_keys(report.missing)}, "
-            f"unexpected {len(report.unexpected)}{_fmt_keys(report.unexpected)}. Pass strict=False to load "
-            f"the matching part only."
-        )
-    with torch.no_grad():
-        for k, v in wanted.items():
-            target[k].copy_(v.to(dtype=target[k].dtype))
-    report.loaded = sorted(wanted)
-    if fc_rows is not None:
-        report.notes.append(f"checkpoint classifier has {fc_rows} identities")
-    logger.info("DCAC encoder weights: %s", report.summary())
-    return report
 
 
 def load_torchreid_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:

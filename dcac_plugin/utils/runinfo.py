@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from dcac_plugin._version import __version__
+
 logger = logging.getLogger(__name__)
 
 _PACKAGES = ("torch", "torchvision", "torchreid", "diffusers", "open_clip_torch", "peft", "numpy", "yacs")
@@ -43,9 +45,7 @@ def library_versions() -> dict[str, str]:
 
 
 def _own_version() -> str:
-    import dcac_plugin
-
-    return dcac_plugin.__version__
+    return __version__
 
 
 def device_description(device: torch.device) -> str:
