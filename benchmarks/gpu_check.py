@@ -40,6 +40,7 @@ import logging
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -302,9 +303,16 @@ def ddp_child(device_str: str, data: Path, work: Path) -> None:
     dist.destroy_process_group()
 
 
+def _free_port() -> int:
+    """A TCP port free on the loopback now (a fixed one made two checks on one machine collide)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def check_ddp(device_str: str, data: Path, work: Path) -> list[Result]:
     """``torchrun --nproc_per_node 1`` of :func:`ddp_child`."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", str(_free_port()),
            str(Path(__file__).resolve()), "--ddp-child", "--device", device_str, "--data", str(data),
            "--work", str(work)]
     summary = work / "ddp_summary.json"
