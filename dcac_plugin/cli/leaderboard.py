@@ -29,6 +29,7 @@ from dcac_plugin.benchmark.leaderboard import (
     render,
 )
 from dcac_plugin.benchmark.records import RecordError, expand_per_target, load_published, load_records
+from dcac_plugin.utils.files import WriteError
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     text = render(tables, args.format, args.metric, output=args.output)
     if args.output:
+        # local: the leaderboard stays torch-free until it writes (utils.io imports torch)
         from dcac_plugin.utils.io import atomic_write_text
 
         atomic_write_text(text, args.output)
@@ -99,8 +101,6 @@ def cli() -> None:
     """Console entry point: exit status of :func:`main`; bad input exits 2 with a one-line message."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from dcac_plugin.utils.files import WriteError
-
     try:
         code = main(sys.argv[1:])
     except (FileNotFoundError, RecordError, ValueError, WriteError) as e:

@@ -89,6 +89,7 @@ def plot_tables(tables: list[Table], path: str | Path) -> Path:
     Raises:
         LeaderboardError: no tables to plot.
     """
+    # local: the leaderboard stays torch-free until it writes (utils.io imports torch)
     from dcac_plugin.utils.io import atomic_open
 
     png = plot_png(tables)
