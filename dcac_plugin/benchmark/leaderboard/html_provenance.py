@@ -111,10 +111,10 @@ def provenance_block(table: Table, ti: int, metrics: tuple[str, ...], base: Path
     groups = [f'<tbody id="p{ti}-{ri}-{ci}">'
               + "".join(_run_line(row, key, run, prov, metrics, base) for run, prov in runs)
               + "</tbody>" for ri, ci, row, key, runs in cells]
-    n_runs = sum(len(runs) for *_, runs in cells)
+    n_runs = len({str(prov.run_dir) for *_, runs in cells for _, prov in runs})  # a run fills one cell per target
     head = "".join(f"<th>{h}</th>" for h in [*_COLUMNS_BEFORE_METRICS, *(METRIC_LABEL[m] for m in metrics),
                                              *_COLUMNS_AFTER_METRICS])
-    return (f'<details class="prov" id="prov-{ti}"><summary>Provenance of the reproduced cells ({n_runs} '
-            f"run(s)): files, config, command, commit, checkpoint</summary>\n"
+    return (f'<details class="prov" id="prov-{ti}"><summary>Provenance of the reproduced cells ({len(cells)} '
+            f"cell(s) from {n_runs} run(s)): files, config, command, commit, checkpoint</summary>\n"
             f'<div class="scroll"><table class="prov"><thead><tr>{head}</tr></thead>\n'
             + "\n".join(groups) + "\n</table></div></details>")

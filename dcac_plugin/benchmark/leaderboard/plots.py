@@ -37,9 +37,8 @@ def _panel(ax, table: Table, m: str, cmap) -> None:
     ax.set_xticklabels([column_label(k) for k in table.columns], fontsize=8)
     ax.set_ylabel(f"{METRIC_LABEL[m]} (%)", fontsize=8)
     ax.tick_params(axis="y", labelsize=8)
-    short = "generated benchmark" if table.benchmark == "synthetic" else "real datasets"
-    kind = "Single-source" if table.kind == "single_source" else "Multi-source (leave-one-out)"
-    ax.set_title(f"{kind}, {short}: {METRIC_LABEL[m]}", fontsize=10)
+    # the table's own title, so two tables of one kind (e.g. a different training protocol) read apart
+    ax.set_title(f"{table.title}: {METRIC_LABEL[m]}", fontsize=9, wrap=True)
     ax.grid(axis="y", linewidth=0.3, alpha=0.6)
     ax.set_axisbelow(True)
 
